@@ -1,0 +1,64 @@
+"""The ``stepgym`` command.
+
+Each subcommand lives in ``stepgym/commands/<name>.py`` and exposes ``HELP`` (one line),
+``add_arguments(parser)`` and ``run(args) -> int``. Those modules import only light
+things at module level so ``stepgym --help`` stays fast; heavy imports (torch) happen
+inside ``run``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from stepgym.errors import StepgymError
+
+#: Subcommands in the order ``stepgym --help`` shows them.
+COMMANDS: tuple[str, ...] = ("list", "play", "check", "eval", "train", "sft", "serve", "replay", "bench")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="stepgym",
+        description="Text environments for LLM agents, and the StepPO trainer.",
+    )
+    from stepgym import __version__
+
+    parser.add_argument("--version", action="version", version=f"stepgym {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            mod = importlib.import_module(f"stepgym.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"stepgym.commands.{name}":
+                raise
+            continue
+        p = sub.add_parser(name, help=mod.HELP, description=mod.HELP)
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``stepgym`` console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except StepgymError as exc:
+        from rich.console import Console
+
+        Console(stderr=True).print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Subcommands of the ``stepgym`` command (one module each)."""

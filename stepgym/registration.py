@@ -1,0 +1,137 @@
+"""Registration of the built-in envs and a listing API over Gymnasium's registry.
+
+Built-ins register under the ``stepgym/`` namespace with string entry points, so nothing
+heavy is imported until ``gym.make``. Third-party envs register with
+``gymnasium.register(id="myns/Name-v0", entry_point=...)`` and appear here too.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium as gym
+
+from stepgym.errors import DependencyNotInstalled, InvalidArgument, UnknownEnvError
+
+__all__ = ["EnvInfo", "BUILTINS", "register_builtins", "list_envs", "make", "resolve_env_id"]
+
+NAMESPACE = "stepgym"
+
+
+@dataclass(frozen=True)
+class EnvInfo:
+    """What ``stepgym list`` shows about one registered env."""
+
+    id: str
+    description: str
+    max_steps: int | None
+    reward_range: tuple[float, float] | None
+    entry_point: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    #: "single" for Gymnasium envs; multi-agent games list their single-agent views.
+    family: str = ""
+    #: pip command needed before ``make`` works (optional third-party suites), else "".
+    requires: str = ""
+
+
+# One entry per built-in env. Keep entries sorted by family, then name.
+BUILTINS: list[EnvInfo] = [
+    EnvInfo(
+        id="stepgym/ToolUse-v0",
+        description="Answer questions about a generated world with search, lookup and calculator tools",
+        max_steps=10,
+        reward_range=(0.0, 1.0),
+        entry_point="stepgym.envs.tooluse:ToolUseEnv",
+        family="tools",
+    ),
+    # -- more built-ins below this line (keep this marker) --
+]
+
+
+def register_builtins() -> None:
+    """Register every built-in env (idempotent)."""
+    for info in BUILTINS:
+        if info.id in gym.registry:
+            continue
+        gym.register(
+            id=info.id,
+            entry_point=info.entry_point,
+            kwargs=dict(info.kwargs),
+            # StepEnv owns the step limit, so `success` is reported on truncation too.
+            max_episode_steps=None,
+        )
+
+
+def list_envs(namespace: str | None = None) -> list[EnvInfo]:
+    """Every registered env (built-ins and third-party), optionally one namespace only.
+
+    Example:
+        >>> import stepgym
+        >>> "stepgym/ToolUse-v0" in [e.id for e in stepgym.list_envs("stepgym")]
+        True
+    """
+    builtin = {b.id: b for b in BUILTINS}
+    out: list[EnvInfo] = []
+    for env_id, spec in sorted(gym.registry.items()):
+        if namespace is not None and spec.namespace != namespace:
+            continue
+        if env_id in builtin:
+            out.append(builtin[env_id])
+            continue
+        ep = spec.entry_point if isinstance(spec.entry_point, str) else getattr(spec.entry_point, "__qualname__", "?")
+        out.append(
+            EnvInfo(
+                id=env_id,
+                description="",
+                max_steps=spec.max_episode_steps,
+                reward_range=None,
+                entry_point=str(ep),
+                kwargs=dict(spec.kwargs),
+                family="gymnasium" if spec.namespace is None else str(spec.namespace),
+            )
+        )
+    return out
+
+
+def resolve_env_id(env_id: str) -> str:
+    """Import the module of a ``module:ns/Name-v0`` id and check the id is registered.
+
+    Returns the bare id. Raises :class:`UnknownEnvError` with close matches otherwise.
+    """
+    if not isinstance(env_id, str) or not env_id:
+        raise InvalidArgument(f"env id must be a non-empty string like 'stepgym/ToolUse-v0', got {env_id!r}")
+    if ":" in env_id:
+        module, _, env_id = env_id.partition(":")
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise InvalidArgument(
+                f"could not import module {module!r} to register {env_id!r}: {exc}. "
+                "Check the module is installed (or on PYTHONPATH) and spelled as in 'module:ns/Name-v0'."
+            ) from exc
+    if env_id not in gym.registry:
+        raise UnknownEnvError(env_id, gym.registry.keys())
+    return env_id
+
+
+def make(env_id: str, **kwargs: Any) -> gym.Env:
+    """``gymnasium.make`` with stepgym's errors (did-you-mean, missing extras).
+
+    Accepts Gymnasium's ``module:ns/Name-v0`` form for third-party envs.
+
+    Example:
+        >>> import stepgym
+        >>> env = stepgym.make("stepgym/ToolUse-v0", difficulty="easy")
+        >>> obs, info = env.reset(seed=0)
+    """
+    env_id = resolve_env_id(env_id)
+    for b in BUILTINS:
+        if b.id == env_id and b.requires:
+            module = b.entry_point.split(":")[0]
+            try:
+                importlib.import_module(module)
+            except ImportError as exc:
+                raise DependencyNotInstalled(env_id, b.requires) from exc
+    return gym.make(env_id, **kwargs)
