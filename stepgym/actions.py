@@ -71,8 +71,10 @@ def _load_json(text: str) -> Any | ParseError:
         return json.loads(text)
     except RecursionError:
         return ParseError("the tool call JSON is nested too deeply.")
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         return ParseError(f"the tool call is not valid JSON ({exc.msg} at character {exc.pos}).")
+    except ValueError as exc:  # e.g. an integer literal past Python's digit limit
+        return ParseError(f"the tool call is not valid JSON ({str(exc)[:80]}).")
 
 
 def _from_obj(obj: Any, style: str) -> ToolCall | ParseError:
