@@ -29,6 +29,9 @@ from stepgym.errors import CheckFailed
 
 __all__ = ["CheckResult", "run_checks", "check_env", "hostile_actions"]
 
+#: Observations answering a huge action must stay under this many characters.
+MAX_ECHO_CHARS = 50_000
+
 
 @dataclass(slots=True)
 class CheckResult:
@@ -259,6 +262,9 @@ def run_checks(
                 probs.append(f"{label}: raised {type(exc).__name__}: {str(exc)[:200]}")
                 continue
             probs += [f"{label}: {p}" for p in _step_problems(env, action, result, time.perf_counter() - t0, time_limit)]
+            if len(action) >= 100_000 and isinstance(result[0], str) and len(result[0]) > MAX_ECHO_CHARS:
+                probs.append(f"{label}: a {len(action)}-character action gave a {len(result[0])}-character observation; "
+                             f"cut echoes of the action (at most {MAX_ECHO_CHARS} characters)")
         return probs
 
     check("hostile actions", hostile)

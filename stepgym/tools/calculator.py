@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import math
+import re
 import operator
 from typing import Any
 
@@ -20,6 +21,7 @@ MAX_EXPR_CHARS = 200
 MAX_NODES = 64
 MAX_INT_BITS = 256  # about 77 decimal digits
 MAX_ABS = 1e77
+_THOUSANDS_RE = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 
 
 class CalculatorError(ValueError):
@@ -98,7 +100,8 @@ def safe_eval(expression: str) -> int | float:
     """
     if len(expression) > MAX_EXPR_CHARS:
         raise CalculatorError(f"expression longer than {MAX_EXPR_CHARS} characters")
-    expr = expression.replace("^", "**").replace(",", "").replace("×", "*").strip()
+    # "1,000" is a thousands separator; "max(3, 9)" keeps its commas.
+    expr = _THOUSANDS_RE.sub("", expression).replace("^", "**").replace("×", "*").strip()
     try:
         tree = ast.parse(expr, mode="eval")
     except (SyntaxError, ValueError, RecursionError, MemoryError):
