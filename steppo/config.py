@@ -1,0 +1,442 @@
+"""Training configs: one dataclass per algorithm family, shared base, CLI generated from the fields.
+
+Every field carries its documentation (``metadata["help"]``) and its allowed values
+(``choices``, ``min``/``max``); ``__post_init__`` walks the fields and raises
+:class:`~stepgym.errors.InvalidConfig` naming the field, the allowed values and the value
+given. ``stepgym train`` / ``stepgym sft`` build their argparse options from these fields
+(:func:`add_config_arguments`), so the CLI and the Python API never drift apart.
+
+This module must stay importable without torch (the CLI imports it to build ``--help``).
+
+Example:
+    >>> from steppo.config import StepPOConfig, config_class_for
+    >>> cfg = StepPOConfig(algo="steppo", iterations=3, model="tiny")
+    >>> cfg.gamma, config_class_for("grpo").__name__
+    (1.0, 'GRPOConfig')
+    >>> StepPOConfig(gamma=2.0)
+    Traceback (most recent call last):
+    ...
+    stepgym.errors.InvalidConfig: invalid value for 'gamma': expected a number in [0.0, 1.0], got 2.0
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
+
+from stepgym.errors import InvalidConfig
+
+__all__ = [
+    "ALGOS",
+    "ACTOR_CRITIC_ALGOS",
+    "GROUP_ALGOS",
+    "PRESETS",
+    "CommonConfig",
+    "TrainConfig",
+    "StepPOConfig",
+    "GRPOConfig",
+    "SFTConfig",
+    "config_class_for",
+    "make_train_config",
+    "add_config_arguments",
+    "config_from_args",
+    "config_to_dict",
+]
+
+#: Actor-critic family: a value function, GAE (over steps or over tokens).
+ACTOR_CRITIC_ALGOS: tuple[str, ...] = ("steppo", "ppo", "steppo_no_step_gae", "steppo_no_step_ratio")
+#: Critic-free family: trajectory or group baselines.
+GROUP_ALGOS: tuple[str, ...] = ("grpo", "rloo", "reinforce_pp", "gspo", "gigpo")
+ALGOS: tuple[str, ...] = ACTOR_CRITIC_ALGOS + GROUP_ALGOS
+
+
+def _f(default: Any = dataclasses.MISSING, help: str = "", *, choices: tuple | None = None,
+       min: float | None = None, max: float | None = None, factory: Any = None,
+       cli: bool = True, nargs: str | None = None) -> Any:
+    """A dataclass field with its help text and allowed values (read by validation and the CLI)."""
+    meta = {"help": help, "choices": choices, "min": min, "max": max, "cli": cli, "nargs": nargs}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _describe(meta: dict[str, Any], typ: type) -> str:
+    if meta.get("choices"):
+        return "one of " + ", ".join(repr(c) for c in meta["choices"])
+    lo, hi = meta.get("min"), meta.get("max")
+    kind = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(typ, typ.__name__)
+    if lo is not None and hi is not None:
+        return f"{kind} in [{lo}, {hi}]"
+    if lo is not None:
+        return f"{kind} >= {lo}"
+    if hi is not None:
+        return f"{kind} <= {hi}"
+    return kind
+
+
+_TYPES: dict[str, type] = {"int": int, "float": float, "str": str, "bool": bool, "dict": dict, "tuple": tuple}
+
+
+def _field_type(f: dataclasses.Field) -> type:
+    t = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    t = t.split("[")[0].split("|")[0].strip()
+    return _TYPES.get(t, str)
+
+
+@dataclass
+class CommonConfig:
+    """Fields shared by behaviour cloning and RL: env, model, prompts, output, device.
+
+    Subclasses add their own fields; every field is validated in ``__post_init__``.
+    """
+
+    env: str = _f("stepgym/ToolUse-v0", "env id; third-party envs as 'module:ns/Name-v0'")
+    env_kwargs: dict = _f(help="JSON object of keyword arguments for the env, e.g. '{\"difficulty\": \"easy\"}'",
+                          factory=lambda: {"difficulty": "easy"})
+    model: str = _f("smollm2-135m", "'tiny', 'smollm2-135m', or any Hugging Face model id / local path")
+    init: str = _f("", "start from this checkpoint (a `stepgym sft`/`train` output dir or its policy/ folder)")
+    out: str = _f("runs/steppo", "output directory (metrics, checkpoints, policy/, plots)")
+    seed: int = _f(0, "random seed (model init for 'tiny', sampling, task seeds)", min=0)
+    max_prompt_tokens: int = _f(1024, "prompts longer than this drop their oldest history turns", min=16)
+    max_history_turns: int = _f(4, "previous (action, observation) turns kept in the prompt", min=0)
+    max_new_tokens: int = _f(64, "token limit of one step (one generated action)", min=1)
+    stop_strings: tuple = _f(help="generation of a step stops after any of these strings (and at EOS)",
+                             factory=lambda: ("</tool_call>",), nargs="*")
+    lr: float = _f(1e-5, "AdamW learning rate", min=0.0)
+    weight_decay: float = _f(0.0, "AdamW weight decay", min=0.0)
+    max_grad_norm: float = _f(1.0, "gradient clipping norm (0 disables it)", min=0.0)
+    micro_batch_size: int = _f(8, "steps per forward/backward chunk (gradient accumulation inside a minibatch)", min=1)
+    train_layers: int = _f(0, "train only the last K transformer blocks (0 = all parameters); cheap on CPU", min=0)
+    lora_r: int = _f(0, "LoRA rank (0 = full fine-tuning; needs the 'lora' extra: peft)", min=0)
+    lora_alpha: int = _f(16, "LoRA alpha", min=1)
+    device: str = _f("auto", "torch device: 'auto' (cuda if available), 'cpu', 'cuda', 'cuda:N', 'mps'")
+    dtype: str = _f("float32", "model dtype", choices=("float32", "bfloat16", "float16"))
+    threads: int = _f(0, "torch CPU threads (0 = torch's default)", min=0)
+    progress: bool = _f(True, "show the rich progress bar and live metrics")
+
+    #: Keys ``--preset`` may set; see :data:`PRESETS`.
+    family: ClassVar[str] = "common"
+
+    def __post_init__(self) -> None:
+        self._coerce_and_check()
+        if self.device not in ("auto", "cpu", "cuda", "mps") and not self.device.startswith("cuda:"):
+            raise InvalidConfig("device", self.device, "'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
+        if not self.env:
+            raise InvalidConfig("env", self.env, "an env id such as 'stepgym/ToolUse-v0' (see `stepgym list`)")
+        if not self.model:
+            raise InvalidConfig("model", self.model, "'tiny', 'smollm2-135m' or a Hugging Face id/path")
+
+    def _coerce_and_check(self) -> None:
+        """Check every field against its type, ``choices`` and ``min``/``max`` metadata."""
+        for f in fields(self):
+            meta = f.metadata
+            typ = _field_type(f)
+            v = getattr(self, f.name)
+            if typ is dict:
+                if isinstance(v, str):
+                    try:
+                        v = json.loads(v) if v.strip() else {}
+                    except ValueError:
+                        raise InvalidConfig(f.name, v, "a JSON object such as '{\"difficulty\": \"easy\"}'") from None
+                if not isinstance(v, dict):
+                    raise InvalidConfig(f.name, v, "a JSON object such as '{\"difficulty\": \"easy\"}'")
+            elif typ is tuple:
+                if isinstance(v, str):
+                    v = (v,)
+                if not isinstance(v, (list, tuple)) or not all(isinstance(s, str) for s in v):
+                    raise InvalidConfig(f.name, v, "a list of strings")
+                v = tuple(v)
+            elif typ is bool:
+                if not isinstance(v, bool):
+                    raise InvalidConfig(f.name, v, "true or false")
+            elif typ is int:
+                if isinstance(v, bool) or not isinstance(v, int):
+                    if isinstance(v, float) and v.is_integer():
+                        v = int(v)
+                    else:
+                        raise InvalidConfig(f.name, v, _describe(meta, int))
+            elif typ is float:
+                if isinstance(v, bool) or not isinstance(v, (int, float)):
+                    raise InvalidConfig(f.name, v, _describe(meta, float))
+                v = float(v)
+                if v != v:  # NaN passes every comparison below
+                    raise InvalidConfig(f.name, v, _describe(meta, float))
+            elif typ is str:
+                if not isinstance(v, str):
+                    raise InvalidConfig(f.name, v, _describe(meta, str))
+            if meta.get("choices") is not None and v not in meta["choices"]:
+                raise InvalidConfig(f.name, v, _describe(meta, typ))
+            if typ in (int, float):
+                if meta.get("min") is not None and v < meta["min"]:
+                    raise InvalidConfig(f.name, v, _describe(meta, typ))
+                if meta.get("max") is not None and v > meta["max"]:
+                    raise InvalidConfig(f.name, v, _describe(meta, typ))
+            setattr(self, f.name, v)
+
+
+@dataclass
+class TrainConfig(CommonConfig):
+    """Fields shared by every RL algorithm: rollouts, PPO-style epochs, logging, checkpoints."""
+
+    algo: str = _f("steppo", "training algorithm", choices=ALGOS)
+    iterations: int = _f(20, "training iterations (rollout + update)", min=1)
+    episodes_per_iteration: int = _f(8, "episodes collected per iteration", min=1)
+    group_size: int = _f(1, "episodes per task seed (GRPO-style groups); must divide episodes_per_iteration", min=1)
+    num_envs: int = _f(8, "environments stepped side by side (the generation batch)", min=1)
+    temperature: float = _f(1.0, "sampling temperature of rollouts (log-probs are of the tempered policy)", min=1e-3)
+    top_p: float = _f(1.0, "nucleus sampling of rollouts (1 = off)", min=1e-3, max=1.0)
+    epochs: int = _f(2, "passes over each iteration's steps", min=1)
+    minibatch_size: int = _f(16, "steps per optimizer step", min=1)
+    clip_low: float = _f(-1.0, "lower ratio clip eps_low (-1 = the algorithm's default: 0.2, GSPO 3e-4)", min=-1.0)
+    clip_high: float = _f(-1.0, "upper ratio clip eps_high (-1 = the algorithm's default: 0.2, GSPO 4e-4)", min=-1.0)
+    kl_coef: float = _f(0.0, "KL penalty to the initial policy (k3 estimator; 0.001 is the reference value, 0 = off)",
+                        min=0.0)
+    entropy_coef: float = _f(0.0, "entropy bonus coefficient", min=0.0)
+    gamma: float = _f(1.0, "discount over steps (0.99 for long horizons)", min=0.0, max=1.0)
+    eval_every: int = _f(5, "evaluate on held-out seeds every K iterations (0 = never; always at the end)", min=0)
+    eval_episodes: int = _f(16, "episodes per evaluation", min=1)
+    eval_seed: int = _f(1_000_000, "first held-out task seed (training seeds are drawn below it)", min=1)
+    eval_temperature: float = _f(0.0, "sampling temperature of evaluation (0 = greedy)", min=0.0)
+    save_every: int = _f(5, "checkpoint every K iterations (0 = only at the end)", min=0)
+    keep_checkpoints: int = _f(2, "checkpoints kept on disk", min=1)
+    resume: bool = _f(False, "continue the run in --out from its latest checkpoint")
+    tensorboard: bool = _f(True, "write TensorBoard event files into OUT/tb")
+
+    family: ClassVar[str] = "train"
+    #: algorithms this config family accepts; subclasses narrow it.
+    algos: ClassVar[tuple[str, ...]] = ALGOS
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.algo not in self.algos:
+            raise InvalidConfig("algo", self.algo, "one of " + ", ".join(repr(a) for a in self.algos)
+                                + f" for {type(self).__name__} (use config_class_for(algo))")
+        if self.episodes_per_iteration % self.group_size:
+            raise InvalidConfig("episodes_per_iteration", self.episodes_per_iteration,
+                                f"a multiple of group_size={self.group_size}")
+
+    def clip_range(self) -> tuple[float, float]:
+        """The (eps_low, eps_high) in force, with the algorithm defaults filled in."""
+        lo_d, hi_d = (3e-4, 4e-4) if self.algo == "gspo" else (0.2, 0.2)
+        return (lo_d if self.clip_low < 0 else self.clip_low, hi_d if self.clip_high < 0 else self.clip_high)
+
+
+@dataclass
+class StepPOConfig(TrainConfig):
+    """StepPO, token-PPO and the two StepPO ablations (actor-critic family).
+
+    ``steppo``: step GAE + step ratio. ``ppo``: token GAE + token ratio.
+    ``steppo_no_step_gae``: token GAE + step ratio. ``steppo_no_step_ratio``: step GAE + token ratio.
+    """
+
+    algo: str = _f("steppo", "training algorithm", choices=ALGOS)
+    lam: float = _f(1.0, "GAE lambda", min=0.0, max=1.0)
+    critic: str = _f("shared", "value function: a head on the policy trunk, or a separate model copied from it",
+                     choices=("shared", "separate"))
+    critic_lr: float = _f(0.0, "learning rate of the value head / critic (0 = 10x lr)", min=0.0)
+    vf_coef: float = _f(0.5, "value-loss coefficient", min=0.0)
+    value_clip: float = _f(0.5, "value clipping eps_v (0 disables it)", min=0.0)
+    normalize_advantages: bool = _f(True, "normalise advantages over the batch's step rows (token rows for ppo)")
+
+    family: ClassVar[str] = "actor_critic"
+    algos: ClassVar[tuple[str, ...]] = ACTOR_CRITIC_ALGOS
+
+
+@dataclass
+class GRPOConfig(TrainConfig):
+    """Critic-free family: GRPO, RLOO, REINFORCE++, GSPO, GiGPO."""
+
+    algo: str = _f("grpo", "training algorithm", choices=ALGOS)
+    group_size: int = _f(8, "episodes per task seed (GRPO-style groups); must divide episodes_per_iteration", min=1)
+    std_normalize: bool = _f(True, "divide group-centred scores by the group std (GRPO)")
+    gigpo_step_weight: float = _f(1.0, "weight of GiGPO's anchor-state step advantage", min=0.0)
+
+    family: ClassVar[str] = "group"
+    algos: ClassVar[tuple[str, ...]] = GROUP_ALGOS
+
+
+@dataclass
+class SFTConfig(CommonConfig):
+    """Behaviour cloning from the env's expert (``env.unwrapped.expert_action()``)."""
+
+    out: str = _f("runs/sft", "output directory (policy/ + metrics)")
+    episodes: int = _f(64, "expert episodes to record", min=1)
+    epochs: int = _f(2, "passes over the recorded steps", min=1)
+    batch_size: int = _f(16, "steps per optimizer step", min=1)
+    lr: float = _f(1e-4, "AdamW learning rate", min=0.0)
+
+    family: ClassVar[str] = "sft"
+
+
+def config_class_for(algo: str) -> type[TrainConfig]:
+    """The config dataclass of an algorithm's family.
+
+    Example:
+        >>> config_class_for("ppo").__name__
+        'StepPOConfig'
+    """
+    if algo in ACTOR_CRITIC_ALGOS:
+        return StepPOConfig
+    if algo in GROUP_ALGOS:
+        return GRPOConfig
+    raise InvalidConfig("algo", algo, "one of " + ", ".join(repr(a) for a in ALGOS))
+
+
+#: Named starting points for ``--preset``; explicit options override them.
+PRESETS: dict[str, dict[str, Any]] = {
+    # The README's main job: SmolLM2-135M on ToolUse-v0 easy, 2 CPU cores, a few minutes.
+    # A short behaviour-cloning warm start (sft_episodes) runs first when --init is not given.
+    "demo": {
+        "model": "smollm2-135m",
+        "env": "stepgym/ToolUse-v0",
+        "env_kwargs": {"difficulty": "easy"},
+        "algo": "steppo",
+        "iterations": 4,
+        "episodes_per_iteration": 8,
+        "num_envs": 8,
+        "max_new_tokens": 48,
+        "max_history_turns": 2,
+        "lr": 2e-5,
+        "critic_lr": 1e-3,
+        "epochs": 1,
+        "minibatch_size": 16,
+        "train_layers": 4,
+        "eval_every": 0,
+        "eval_episodes": 8,
+        "save_every": 0,
+        "temperature": 0.7,
+        "out": "runs/demo",
+        "sft_episodes": 16,
+    },
+    # A quick tiny-model run (tests, CI, laptops).
+    "tiny": {
+        "model": "tiny",
+        "env_kwargs": {"difficulty": "easy"},
+        "iterations": 10,
+        "lr": 3e-4,
+        "critic_lr": 1e-3,
+        "max_new_tokens": 48,
+        "out": "runs/tiny",
+        "sft_episodes": 32,
+    },
+}
+
+#: Preset keys that are not config fields (handled by the train command itself).
+PRESET_EXTRAS: tuple[str, ...] = ("sft_episodes",)
+
+
+def _all_fields(classes: tuple[type, ...]) -> dict[str, dataclasses.Field]:
+    out: dict[str, dataclasses.Field] = {}
+    for cls in classes:
+        for f in fields(cls):
+            out.setdefault(f.name, f)
+    return out
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, classes: tuple[type, ...]) -> None:
+    """Add one ``--option`` per dataclass field of ``classes`` (the union, first wins).
+
+    Options default to "not given" (``argparse.SUPPRESS``) so :func:`config_from_args`
+    can tell explicit values from defaults (presets and per-family defaults apply).
+    """
+    for name, f in _all_fields(classes).items():
+        meta = f.metadata
+        if not meta.get("cli", True):
+            continue
+        typ = _field_type(f)
+        flag = "--" + name.replace("_", "-")
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        help_text = meta.get("help", "")
+        if isinstance(default, dict):
+            shown = json.dumps(default)
+        elif isinstance(default, tuple):
+            shown = " ".join(default)
+        else:
+            shown = str(default)
+        help_text = f"{help_text} (default: {shown})".replace("%", "%%")
+        if typ is bool:
+            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction,
+                                default=argparse.SUPPRESS, help=help_text)
+        elif typ is tuple:
+            parser.add_argument(flag, dest=name, nargs="*", default=argparse.SUPPRESS, metavar="S", help=help_text)
+        elif typ is dict:
+            parser.add_argument(flag, dest=name, type=str, default=argparse.SUPPRESS, metavar="JSON", help=help_text)
+        else:
+            kw: dict[str, Any] = {}
+            if meta.get("choices"):
+                kw["choices"] = meta["choices"]
+            parser.add_argument(flag, dest=name, type=_cli_type(name, typ), default=argparse.SUPPRESS,
+                                metavar=name.upper() if not meta.get("choices") else None, help=help_text, **kw)
+
+
+def _cli_type(name: str, typ: type):
+    def conv(text: str):
+        try:
+            return typ(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"--{name.replace('_', '-')} expects {typ.__name__}, got {text!r}") from None
+
+    conv.__name__ = typ.__name__
+    return conv
+
+
+def make_train_config(values: dict[str, Any]) -> TrainConfig:
+    """Build the config of ``values["algo"]``'s family from a dict, rejecting unknown keys.
+
+    Example:
+        >>> make_train_config({"algo": "gigpo", "model": "tiny"}).group_size
+        8
+    """
+    algo = values.get("algo", "steppo")
+    cls = config_class_for(algo)
+    return _build(cls, values)
+
+
+def _build(cls: type, values: dict[str, Any]):
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        others = [c.__name__ for c in (StepPOConfig, GRPOConfig, SFTConfig) if unknown[0] in {f.name for f in fields(c)}]
+        where = f" (it belongs to {', '.join(others)})" if others else ""
+        algo = values.get("algo")
+        ctx = f" for --algo {algo}" if algo else ""
+        raise InvalidConfig(unknown[0], values[unknown[0]],
+                            f"no such option{ctx}{where}; allowed: " + ", ".join(sorted(names)))
+    return cls(**values)
+
+
+def config_from_args(args: argparse.Namespace, kind: str = "train", preset: dict[str, Any] | None = None):
+    """Turn parsed CLI options (plus an optional preset) into a validated config.
+
+    Only options the user gave (and preset keys) override the family's defaults.
+    """
+    given = {k: v for k, v in vars(args).items() if not k.startswith("_") and k not in ("command", "preset")
+             and k not in PRESET_EXTRAS}
+    values: dict[str, Any] = {}
+    if kind == "sft":
+        names = {f.name for f in fields(SFTConfig)}
+        for k, v in (preset or {}).items():
+            if k in names:
+                values[k] = v
+        values.update({k: v for k, v in given.items() if k in names})
+        return SFTConfig(**values)
+    algo = given.get("algo", (preset or {}).get("algo", "steppo"))
+    cls = config_class_for(algo)
+    names = {f.name for f in fields(cls)}
+    for k, v in (preset or {}).items():
+        if k in names:
+            values[k] = v
+    values.update(given)
+    values["algo"] = algo
+    return _build(cls, values)
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """A JSON-ready dict of a config (tuples become lists), with its class name."""
+    d = dataclasses.asdict(cfg)
+    d = {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
+    d["config_class"] = type(cfg).__name__
+    return d

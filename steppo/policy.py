@@ -1,0 +1,555 @@
+"""The policy: a causal LM with a value head, a teacher-forced scorer and a KV-cache sampler.
+
+* :class:`Policy` wraps a Hugging Face causal LM. The default critic is a linear value head
+  on the policy's own trunk (``critic="shared"``, cheap on CPU); ``critic="separate"``
+  copies the trunk into an independent critic model, as in the StepPO paper.
+* :meth:`Policy.score` runs one teacher-forced forward pass over ``prompt + response``
+  sequences and returns, for the response tokens only, their log-probs (of the tempered
+  policy), optionally entropies, the step value ``V(s_t)`` read at the last prompt token
+  and per-token values (for token-level PPO). Logits are computed only at response
+  positions, which is what keeps the update close to a bare forward+backward.
+* :class:`Sampler` generates one step for a batch of prompts: left padding, a KV cache, a
+  common-prefix prefill shared by the whole batch, finished rows dropped from the batch as
+  they stop (EOS or a stop string such as ``</tool_call>``), temperature / top-p. It
+  returns the exact response token ids with their log-probs and the values seen on the
+  way (token-in/token-out: nothing is re-tokenised).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from stepgym.errors import DependencyNotInstalled, InvalidArgument
+
+__all__ = ["Policy", "Sampler", "Generation", "ScoreOutput", "pad_steps", "end_of_turn_ids"]
+
+
+def _text_config(config: Any) -> Any:
+    get = getattr(config, "get_text_config", None)
+    return get() if callable(get) else config
+
+
+def _trunk(lm: nn.Module) -> nn.Module:
+    """The transformer body of a causal LM (LoRA layers, when present, live inside it)."""
+    base = lm
+    get_base = getattr(lm, "get_base_model", None)
+    if callable(get_base):  # peft
+        base = get_base()
+    get_dec = getattr(base, "get_decoder", None)
+    if callable(get_dec):
+        dec = get_dec()
+        if dec is not None:
+            return dec
+    for name in ("model", "transformer", "gpt_neox"):
+        if hasattr(base, name):
+            return getattr(base, name)
+    raise InvalidArgument(f"cannot find the transformer body of {type(base).__name__}; use a standard *ForCausalLM model")
+
+
+def _blocks(trunk: nn.Module, n_layers: int) -> nn.ModuleList:
+    for mod in trunk.modules():
+        if isinstance(mod, nn.ModuleList) and len(mod) == n_layers:
+            return mod
+    raise InvalidArgument("cannot find the list of transformer blocks to apply train_layers")
+
+
+def end_of_turn_ids(tokenizer: Any, model: nn.Module | None = None) -> list[int]:
+    """Token ids that end an assistant turn: EOS, the chat template's end-of-turn token, ...
+
+    Example:
+        >>> # end_of_turn_ids(tok) -> e.g. [2] for SmolLM2's '<|im_end|>'
+    """
+    ids: set[int] = set()
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    gen = getattr(model, "generation_config", None) if model is not None else None
+    eos = getattr(gen, "eos_token_id", None)
+    if isinstance(eos, int):
+        ids.add(eos)
+    elif isinstance(eos, (list, tuple)):
+        ids.update(int(e) for e in eos)
+    vocab = tokenizer.get_vocab()
+    for tok in ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>"):
+        if tok in vocab:
+            ids.add(int(vocab[tok]))
+    return sorted(ids)
+
+
+@dataclass
+class ScoreOutput:
+    """What :meth:`Policy.score` returns (all ``[N, L]`` over response tokens unless noted)."""
+
+    logprobs: torch.Tensor
+    mask: torch.Tensor
+    entropy: torch.Tensor | None = None
+    step_values: torch.Tensor | None = None  # [N]
+    token_values: torch.Tensor | None = None  # [N, L]
+
+
+def pad_steps(prompts: list[list[int]], responses: list[list[int]], pad_id: int, device: torch.device | str = "cpu"):
+    """Right-pad ``prompt + response`` sequences for teacher forcing.
+
+    Returns ``input_ids [N, S]``, ``attention_mask [N, S]``, ``resp_pos [N, L]`` (the position
+    whose output predicts each response token), ``resp_ids [N, L]`` and ``resp_mask [N, L]``.
+    """
+    n = len(prompts)
+    lens = [len(p) + len(r) for p, r in zip(prompts, responses)]
+    S = max(lens)
+    L = max(1, max(len(r) for r in responses))
+    ids = torch.full((n, S), pad_id, dtype=torch.long)
+    att = torch.zeros((n, S), dtype=torch.long)
+    pos = torch.zeros((n, L), dtype=torch.long)
+    rid = torch.full((n, L), pad_id, dtype=torch.long)
+    rmask = torch.zeros((n, L), dtype=torch.float32)
+    for i, (p, r) in enumerate(zip(prompts, responses)):
+        seq = list(p) + list(r)
+        ids[i, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        att[i, : len(seq)] = 1
+        k = len(r)
+        if k:
+            pos[i, :k] = torch.arange(len(p) - 1, len(p) - 1 + k)
+            rid[i, :k] = torch.tensor(r, dtype=torch.long)
+            rmask[i, :k] = 1.0
+        pos[i, k:] = len(p) - 1  # harmless index for padding rows
+    return ids.to(device), att.to(device), pos.to(device), rid.to(device), rmask.to(device)
+
+
+def _logprobs_from_hidden(lm_head: nn.Module, h: torch.Tensor, ids: torch.Tensor, temperature: float,
+                          want_entropy: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    logits = lm_head(h).float()
+    if temperature != 1.0:
+        logits = logits / temperature
+    lse = torch.logsumexp(logits, dim=-1)
+    lp = logits.gather(-1, ids.unsqueeze(-1)).squeeze(-1) - lse
+    ent = None
+    if want_entropy:
+        p = torch.softmax(logits, dim=-1)
+        ent = lse - (p * logits).sum(-1)
+    return lp, ent
+
+
+class Policy(nn.Module):
+    """Causal LM + value function.
+
+    Args:
+        lm: a Hugging Face ``*ForCausalLM`` model (optionally wrapped by peft).
+        tokenizer: its tokenizer.
+        critic: ``"shared"`` (value head on the LM trunk), ``"separate"`` (a copy of the
+            trunk with its own head) or ``"none"`` (critic-free algorithms).
+        temperature: the policy's temperature; log-probs are of ``softmax(logits / T)``.
+
+    Example:
+        >>> from steppo.models import load_model
+        >>> lm, tok = load_model("tiny")
+        >>> pol = Policy(lm, tok)
+        >>> out = pol.score([[1, 2, 3]], [[4, 5]], values="step")
+        >>> tuple(out.logprobs.shape), tuple(out.step_values.shape)
+        ((1, 2), (1,))
+    """
+
+    def __init__(self, lm: nn.Module, tokenizer: Any, critic: str = "shared", temperature: float = 1.0):
+        super().__init__()
+        if critic not in ("shared", "separate", "none"):
+            raise InvalidArgument(f"critic must be 'shared', 'separate' or 'none', got {critic!r}")
+        self.lm = lm
+        self.tokenizer = tokenizer
+        self.critic_kind = critic
+        self.temperature = float(temperature)
+        hidden = int(_text_config(lm.config).hidden_size)
+        self.value_head: nn.Linear | None = None
+        self.critic_trunk: nn.Module | None = None
+        if critic != "none":
+            self.value_head = nn.Linear(hidden, 1)
+            # small init: values start near 0, the mean return scale of 0/1 rewards.
+            nn.init.normal_(self.value_head.weight, std=1.0 / (hidden ** 0.5) * 0.1)
+            nn.init.zeros_(self.value_head.bias)
+        if critic == "separate":
+            self.critic_trunk = copy.deepcopy(_trunk(lm))
+            for p in self.critic_trunk.parameters():
+                p.requires_grad_(True)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+
+    # -- structure -----------------------------------------------------------------
+    @property
+    def trunk(self) -> nn.Module:
+        return _trunk(self.lm)
+
+    @property
+    def lm_head(self) -> nn.Module:
+        return self.lm.get_output_embeddings()
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.lm.parameters()).device
+
+    def freeze_all_but_last(self, k: int) -> None:
+        """Train only the last ``k`` transformer blocks (+ final norm) of the LM.
+
+        Embeddings (often tied to the output layer) stay frozen, so autograd never walks
+        the frozen lower layers: the backward pass costs ~k/n of a full one.
+        """
+        if k <= 0:
+            return
+        n = int(_text_config(self.lm.config).num_hidden_layers)
+        blocks = _blocks(self.trunk, n)
+        for p in self.lm.parameters():
+            p.requires_grad_(False)
+        for blk in list(blocks)[-k:]:
+            for p in blk.parameters():
+                p.requires_grad_(True)
+        norm = getattr(self.trunk, "norm", None) or getattr(self.trunk, "final_layernorm", None)
+        if norm is not None:
+            for p in norm.parameters():
+                p.requires_grad_(True)
+
+    def policy_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.lm.parameters() if p.requires_grad]
+
+    def critic_parameters(self) -> list[nn.Parameter]:
+        ps: list[nn.Parameter] = []
+        if self.value_head is not None:
+            ps += list(self.value_head.parameters())
+        if self.critic_trunk is not None:
+            ps += [p for p in self.critic_trunk.parameters() if p.requires_grad]
+        return ps
+
+    def value_from_hidden(self, h: torch.Tensor) -> torch.Tensor:
+        assert self.value_head is not None
+        return self.value_head(h.float()).squeeze(-1)
+
+    # -- teacher forcing -------------------------------------------------------------
+    def score(self, prompts: list[list[int]], responses: list[list[int]], *, values: str = "none",
+              entropy: bool = False, logprobs: bool = True) -> ScoreOutput:
+        """Teacher-forced log-probs (and values) of ``responses`` given ``prompts``.
+
+        Args:
+            prompts: token ids of each step's prompt.
+            responses: token ids of each step's response.
+            values: ``"none"``, ``"step"`` (V at the last prompt token, ``[N]``) or
+                ``"token"`` (V before each response token, ``[N, L]``).
+            entropy: also return the per-token entropy of the tempered policy.
+            logprobs: compute log-probs (False for critic-only passes).
+        """
+        dev = self.device
+        ids, att, pos, rid, rmask = pad_steps(prompts, responses, self.pad_id, dev)
+        out = ScoreOutput(logprobs=torch.zeros_like(rmask), mask=rmask)
+        need_policy = logprobs or entropy or (values != "none" and self.critic_kind == "shared")
+        H = None
+        if need_policy:
+            hidden = self.trunk(input_ids=ids, attention_mask=att, use_cache=False).last_hidden_state
+            H = hidden.gather(1, pos.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
+            if logprobs or entropy:
+                lp, ent = _logprobs_from_hidden(self.lm_head, H, rid, self.temperature, entropy)
+                out.logprobs = lp * rmask
+                out.entropy = ent * rmask if ent is not None else None
+        if values != "none":
+            if self.critic_kind == "none":
+                raise InvalidArgument("this policy has no critic (critic='none')")
+            if self.critic_kind == "separate":
+                assert self.critic_trunk is not None
+                if values == "step":
+                    # the step value only needs the prompt
+                    pids, patt, ppos, _, _ = pad_steps(prompts, [[] for _ in prompts], self.pad_id, dev)
+                    ch = self.critic_trunk(input_ids=pids, attention_mask=patt, use_cache=False).last_hidden_state
+                    Hc = ch.gather(1, ppos[:, :1].unsqueeze(-1).expand(-1, -1, ch.shape[-1]))
+                else:
+                    ch = self.critic_trunk(input_ids=ids, attention_mask=att, use_cache=False).last_hidden_state
+                    Hc = ch.gather(1, pos.unsqueeze(-1).expand(-1, -1, ch.shape[-1]))
+            else:
+                Hc = H
+            assert Hc is not None
+            v = self.value_from_hidden(Hc)
+            if values == "step":
+                out.step_values = v[:, 0]
+            else:
+                out.token_values = v * rmask
+        return out
+
+    @torch.no_grad()
+    def prompt_values(self, prompts: list[list[int]]) -> torch.Tensor:
+        """V(s) of bare prompts (bootstrap values of truncated episodes)."""
+        if not prompts:
+            return torch.zeros(0)
+        was = self.training
+        self.eval()
+        try:
+            if self.critic_kind == "separate":
+                return self.score(prompts, [[] for _ in prompts], values="step", logprobs=False).step_values.cpu()
+            # shared trunk: read the hidden state of the last prompt token
+            ids, att, pos, _, _ = pad_steps(prompts, [[] for _ in prompts], self.pad_id, self.device)
+            hidden = self.trunk(input_ids=ids, attention_mask=att, use_cache=False).last_hidden_state
+            h = hidden.gather(1, pos[:, :1].unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))[:, 0]
+            return self.value_from_hidden(h).cpu()
+        finally:
+            self.train(was)
+
+    # -- persistence -------------------------------------------------------------------
+    def save_pretrained(self, path: str, extra: dict[str, Any] | None = None) -> None:
+        """Write a Hugging Face-loadable policy folder: LM + tokenizer (+ value head / critic).
+
+        LoRA adapters are merged into a copy first, so ``AutoModelForCausalLM.from_pretrained``
+        loads the folder with no peft installed.
+        """
+        import json
+
+        os.makedirs(path, exist_ok=True)
+        lm = self.lm
+        if hasattr(lm, "merge_and_unload"):
+            lm = copy.deepcopy(lm).merge_and_unload()
+        lm.save_pretrained(path)
+        self.tokenizer.save_pretrained(path)
+        if self.value_head is not None:
+            torch.save(self.value_head.state_dict(), os.path.join(path, "value_head.pt"))
+        if self.critic_trunk is not None:
+            cdir = os.path.join(path, "critic")
+            os.makedirs(cdir, exist_ok=True)
+            torch.save(self.critic_trunk.state_dict(), os.path.join(cdir, "critic_trunk.pt"))
+        if extra is not None:
+            with open(os.path.join(path, "steppo_config.json"), "w") as fh:
+                json.dump(extra, fh, indent=2, default=str)
+
+    def load_critic_from(self, path: str) -> bool:
+        """Load ``value_head.pt`` (and ``critic/``) saved by :meth:`save_pretrained`, if present."""
+        ok = False
+        vh = os.path.join(path, "value_head.pt")
+        if self.value_head is not None and os.path.exists(vh):
+            self.value_head.load_state_dict(torch.load(vh, map_location="cpu"))
+            ok = True
+        ct = os.path.join(path, "critic", "critic_trunk.pt")
+        if self.critic_trunk is not None and os.path.exists(ct):
+            self.critic_trunk.load_state_dict(torch.load(ct, map_location="cpu"))
+        return ok
+
+
+def apply_lora(lm: nn.Module, r: int, alpha: int) -> nn.Module:
+    """Wrap ``lm`` with LoRA adapters on every linear layer (needs peft)."""
+    try:
+        import peft
+    except ImportError as exc:
+        raise DependencyNotInstalled("LoRA (lora_r > 0)", 'pip install "stepgym[lora]"') from exc
+    cfg = peft.LoraConfig(r=r, lora_alpha=alpha, target_modules="all-linear", lora_dropout=0.0, task_type="CAUSAL_LM")
+    return peft.get_peft_model(lm, cfg)
+
+
+# ----------------------------------------------------------------------------------------
+# Sampling
+# ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Generation:
+    """One generated step: exact token ids, their log-probs, and the values seen on the way."""
+
+    response_ids: list[int]
+    logprobs: list[float]
+    text: str
+    stop_reason: str  # "eos" | "stop_string" | "length"
+    step_value: float | None = None
+    token_values: list[float] | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def _common_prefix_len(seqs: list[list[int]]) -> int:
+    if not seqs:
+        return 0
+    first = seqs[0]
+    n = min(len(s) for s in seqs)
+    k = 0
+    while k < n and all(s[k] == first[k] for s in seqs):
+        k += 1
+    return k
+
+
+def _top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    sorted_logits, idx = torch.sort(logits, descending=True, dim=-1)
+    probs = torch.softmax(sorted_logits, dim=-1)
+    cum = probs.cumsum(-1)
+    remove = cum - probs > top_p  # keep the token that crosses top_p
+    sorted_logits = sorted_logits.masked_fill(remove, float("-inf"))
+    return torch.full_like(logits, float("-inf")).scatter(-1, idx, sorted_logits)
+
+
+class Sampler:
+    """Batched step generation with a KV cache (see the module docstring).
+
+    Args:
+        policy: the :class:`Policy` to sample from (its ``temperature`` defines the log-probs).
+        stop_strings: generation of a row stops once its decoded response contains one.
+        eos_ids: token ids that end a turn (default: :func:`end_of_turn_ids`).
+        share_prefix: prefill the batch's common prompt prefix once (batch 1) and reuse it.
+
+    Example:
+        >>> from steppo.models import load_model
+        >>> lm, tok = load_model("tiny")
+        >>> s = Sampler(Policy(lm, tok, critic="none"))
+        >>> g = s.generate([[1, 2, 3], [1, 2, 4, 5]], max_new_tokens=4, generator=torch.Generator().manual_seed(0))
+        >>> len(g), len(g[0].response_ids) == len(g[0].logprobs)
+        (2, True)
+    """
+
+    def __init__(self, policy: Policy, stop_strings: tuple[str, ...] | list[str] = (), eos_ids: list[int] | None = None,
+                 share_prefix: bool = True, min_shared_prefix: int = 8):
+        self.policy = policy
+        self.stop_strings = tuple(s for s in stop_strings if s)
+        self.eos_ids = list(eos_ids) if eos_ids is not None else end_of_turn_ids(policy.tokenizer, policy.lm)
+        self.share_prefix = share_prefix
+        self.min_shared_prefix = min_shared_prefix
+        # Longest stop string in tokens is at most its length in characters (+2 for merges).
+        self._tail = max([len(s) for s in self.stop_strings] + [1]) + 2
+        self._cache_kw: str | None = None
+
+    def _forward(self, ids, att, pos, cache):
+        trunk = self.policy.trunk
+        if self._cache_kw is None:
+            import inspect
+
+            params = inspect.signature(trunk.forward).parameters
+            # transformers >= 5.2x names the argument `cache`; older releases `past_key_values`
+            self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        out = trunk(input_ids=ids, attention_mask=att, position_ids=pos, use_cache=True, **{self._cache_kw: cache})
+        new_cache = getattr(out, "past_key_values", None)
+        if new_cache is None:
+            new_cache = getattr(out, "cache", cache)
+        return out.last_hidden_state[:, -1], new_cache
+
+    @torch.inference_mode()
+    def generate(self, prompts: list[list[int]], *, max_new_tokens: int = 64, temperature: float | None = None,
+                 top_p: float = 1.0, generator: torch.Generator | None = None, values: str = "none",
+                 greedy: bool = False) -> list[Generation]:
+        """Generate one step for each prompt.
+
+        Args:
+            prompts: prompt token ids (unpadded).
+            max_new_tokens: token limit per row.
+            temperature: sampling temperature (default: the policy's); log-probs are of
+                ``softmax(logits / temperature)``.
+            top_p: nucleus sampling (1 = off). Log-probs stay those of the full tempered
+                distribution, the same quantity the trainer recomputes.
+            generator: torch RNG for reproducible sampling.
+            values: ``"step"`` / ``"token"`` to also read the shared value head on the way
+                (free: it reuses the hidden states); ``"none"`` otherwise.
+            greedy: take the argmax instead of sampling.
+        """
+        if not prompts:
+            return []
+        if any(len(p) == 0 for p in prompts):
+            raise InvalidArgument("every prompt needs at least one token")
+        pol = self.policy
+        T = pol.temperature if temperature is None else float(temperature)
+        if T <= 0:
+            greedy, T = True, 1.0
+        was_training = pol.training
+        pol.eval()
+        dev = pol.device
+        want_v = values != "none" and pol.critic_kind == "shared"
+        B = len(prompts)
+        try:
+            from transformers import DynamicCache
+
+            cache = DynamicCache()
+            # 1) shared prefix, prefilled once and repeated over the batch
+            P = _common_prefix_len(prompts) if (self.share_prefix and B > 1) else 0
+            P = min(P, min(len(p) for p in prompts) - 1)
+            if P < self.min_shared_prefix:
+                P = 0
+            if P:
+                pre = torch.tensor([prompts[0][:P]], dtype=torch.long, device=dev)
+                _, cache = self._forward(pre, torch.ones_like(pre), torch.arange(P, device=dev)[None], cache)
+                cache.batch_repeat_interleave(B)
+            # 2) the rest of each prompt, left-padded after the shared prefix
+            rest = [p[P:] for p in prompts]
+            R = max(len(r) for r in rest)
+            ids = torch.full((B, R), pol.pad_id, dtype=torch.long)
+            m = torch.zeros((B, P + R), dtype=torch.long)
+            m[:, :P] = 1
+            for i, r in enumerate(rest):
+                ids[i, R - len(r):] = torch.tensor(r, dtype=torch.long)
+                m[i, P + R - len(r):] = 1
+            ids, m = ids.to(dev), m.to(dev)
+            pos_all = (m.cumsum(-1) - 1).clamp(min=0)
+            h, cache = self._forward(ids, m, pos_all[:, P:], cache)
+            next_pos = pos_all[:, -1] + 1
+
+            out_ids: list[list[int]] = [[] for _ in range(B)]
+            out_lp: list[list[float]] = [[] for _ in range(B)]
+            out_v: list[list[float]] = [[] for _ in range(B)]
+            reason = ["length"] * B
+            active = list(range(B))  # original row index of each cache row
+            eos = torch.tensor(self.eos_ids or [-1], device=dev)
+            lm_head = pol.lm_head
+            for t in range(max_new_tokens):
+                logits = lm_head(h).float()
+                if want_v:
+                    v = pol.value_from_hidden(h).tolist()
+                logits = logits / T
+                logp_all = torch.log_softmax(logits, dim=-1)
+                if greedy:
+                    tok = logits.argmax(-1)
+                else:
+                    samp = logits if top_p >= 1.0 else _top_p_filter(logits, top_p)
+                    probs = torch.softmax(samp, dim=-1)
+                    tok = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+                lp = logp_all.gather(-1, tok[:, None]).squeeze(-1)
+                is_eos = torch.isin(tok, eos)
+                tok_l, lp_l, eos_l = tok.tolist(), lp.tolist(), is_eos.tolist()
+                keep: list[int] = []
+                for j, row in enumerate(active):
+                    out_ids[row].append(tok_l[j])
+                    out_lp[row].append(lp_l[j])
+                    if want_v:
+                        out_v[row].append(v[j])
+                    if eos_l[j]:
+                        reason[row] = "eos"
+                        continue
+                    if self.stop_strings:
+                        tail = pol.tokenizer.decode(out_ids[row][-self._tail:])
+                        if any(s in tail for s in self.stop_strings):
+                            reason[row] = "stop_string"
+                            continue
+                    keep.append(j)
+                if not keep or t == max_new_tokens - 1:
+                    break
+                if len(keep) < len(active):
+                    sel = torch.tensor(keep, device=dev)
+                    cache.batch_select_indices(sel)
+                    tok, m, next_pos = tok[sel], m[sel], next_pos[sel]
+                    active = [active[j] for j in keep]
+                m = torch.cat([m, torch.ones((m.shape[0], 1), dtype=m.dtype, device=dev)], dim=1)
+                h, cache = self._forward(tok[:, None], m, next_pos[:, None], cache)
+                next_pos = next_pos + 1
+        finally:
+            pol.train(was_training)
+        gens = []
+        for i in range(B):
+            text = pol.tokenizer.decode(out_ids[i], skip_special_tokens=True)
+            if reason[i] == "stop_string":
+                # cut text after the first stop string (the ids stay exact: the last token may overhang)
+                cut = min((text.find(s) + len(s) for s in self.stop_strings if s in text), default=len(text))
+                text = text[:cut]
+            g = Generation(response_ids=out_ids[i], logprobs=out_lp[i], text=text, stop_reason=reason[i])
+            if want_v and out_v[i]:
+                g.step_value = out_v[i][0]
+                g.token_values = out_v[i]
+            gens.append(g)
+        return gens
+
+
+def set_threads(n: int) -> None:
+    """Set torch's CPU thread count (0 leaves torch's default)."""
+    if n > 0:
+        torch.set_num_threads(n)
+
+
+def count_parameters(module: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    tot = sum(p.numel() for p in module.parameters())
+    tr = sum(p.numel() for p in module.parameters() if p.requires_grad)
+    return tr, tot
+
+

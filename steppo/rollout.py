@@ -1,0 +1,393 @@
+"""Rollouts: prompt building, a generation backend interface, and a rollout collector interface.
+
+Two seams keep scale-out a matter of adding classes, not rewriting this file:
+
+* :class:`Generator` — turns prompt token ids into :class:`~steppo.policy.Generation`
+  (response ids + log-probs). :class:`LocalGenerator` runs the in-process
+  :class:`~steppo.policy.Sampler`; an OpenAI-compatible server backend (vLLM, SGLang)
+  is another subclass returning the same objects (token ids and log-probs come back from
+  such servers with ``logprobs`` / ``return_tokens_as_token_ids``).
+* :class:`RolloutCollector` — runs episodes for a list of task seeds and returns a
+  :class:`RolloutBatch` of :class:`~stepgym.core.StepRecord`. :class:`InProcessCollector`
+  steps a pool of envs in this process, one batched generation per env step across every
+  live episode; a Ray-backed collector would shard the seeds over remote workers that
+  each run an ``InProcessCollector``.
+
+The collector drives its own pool of envs (``reset(seed=...)`` per episode) rather than a
+Gymnasium autoreset vector env because group algorithms must pick each episode's seed.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium as gym
+
+from stepgym.core import StepRecord
+from stepgym.errors import InvalidArgument
+
+__all__ = [
+    "SamplingParams",
+    "Generator",
+    "LocalGenerator",
+    "PromptBuilder",
+    "ChatPromptBuilder",
+    "EpisodeStats",
+    "RolloutBatch",
+    "RolloutCollector",
+    "InProcessCollector",
+    "make_env_fn",
+]
+
+
+@dataclass
+class SamplingParams:
+    """How one step is generated."""
+
+    max_new_tokens: int = 64
+    temperature: float = 1.0
+    top_p: float = 1.0
+    greedy: bool = False
+    seed: int | None = None
+
+
+class Generator(ABC):
+    """Generation backend: prompt ids in, exact response ids + log-probs out.
+
+    Subclasses: :class:`LocalGenerator` (in-process model). A server-backed generator
+    implements the same :meth:`generate`.
+    """
+
+    tokenizer: Any
+
+    @abstractmethod
+    def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Any]:
+        """One :class:`~steppo.policy.Generation` per prompt."""
+
+    def set_seed(self, seed: int) -> None:  # pragma: no cover - backends without RNG ignore it
+        """Reseed sampling (called once per iteration so resumed runs sample the same)."""
+
+
+class LocalGenerator(Generator):
+    """The in-process policy model, through :class:`~steppo.policy.Sampler`.
+
+    Args:
+        sampler: the sampler of the policy being trained.
+        values: ``"step"``/``"token"`` to read the shared value head during generation.
+        batch_size: at most this many prompts per generation call.
+
+    Example:
+        >>> from steppo.models import load_model
+        >>> from steppo.policy import Policy, Sampler
+        >>> lm, tok = load_model("tiny")
+        >>> gen = LocalGenerator(Sampler(Policy(lm, tok)))
+        >>> out = gen.generate([[1, 2, 3]], SamplingParams(max_new_tokens=3, seed=0))
+        >>> len(out[0].response_ids) <= 3
+        True
+    """
+
+    def __init__(self, sampler: Any, values: str = "none", batch_size: int = 16):
+        import torch
+
+        self.sampler = sampler
+        self.tokenizer = sampler.policy.tokenizer
+        self.values = values
+        self.batch_size = batch_size
+        self._gen = torch.Generator(device="cpu")
+        self._gen.manual_seed(0)
+
+    def set_seed(self, seed: int) -> None:
+        self._gen.manual_seed(int(seed))
+
+    def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Any]:
+        if params.seed is not None:
+            self.set_seed(params.seed)
+        out: list[Any] = []
+        # similar lengths batch together: less padding, longer shared prefixes
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        res: dict[int, Any] = {}
+        for k in range(0, len(order), self.batch_size):
+            idx = order[k:k + self.batch_size]
+            gens = self.sampler.generate([prompts[i] for i in idx], max_new_tokens=params.max_new_tokens,
+                                         temperature=params.temperature, top_p=params.top_p,
+                                         generator=self._gen if self.sampler.policy.device.type == "cpu" else None,
+                                         values=self.values, greedy=params.greedy)
+            res.update(zip(idx, gens))
+        out = [res[i] for i in range(len(prompts))]
+        return out
+
+
+class PromptBuilder(ABC):
+    """Renders an episode's history into the prompt token ids of the next step (s_t)."""
+
+    @abstractmethod
+    def build(self, observations: list[str], actions: list[str]) -> tuple[list[int], str]:
+        """``observations`` has one more element than ``actions``; returns (ids, text)."""
+
+
+class ChatPromptBuilder(PromptBuilder):
+    """First observation + the last ``max_history_turns`` (action, observation) turns.
+
+    Uses the tokenizer's chat template when it has one (user = observations, assistant =
+    actions), plain ``User:``/``Assistant:`` text otherwise. The first observation (the task)
+    is always kept; older turns are dropped first when the prompt exceeds
+    ``max_prompt_tokens``, then the text is cut from the left as a last resort.
+
+    Example:
+        >>> from steppo.models import load_tokenizer
+        >>> pb = ChatPromptBuilder(load_tokenizer("tiny"), max_history_turns=1)
+        >>> ids, text = pb.build(["Task: 1+1?", "2"], ["calc"])
+        >>> text.count("Task"), ids == pb.tokenizer(text, add_special_tokens=False)["input_ids"]
+        (1, True)
+    """
+
+    def __init__(self, tokenizer: Any, max_history_turns: int = 4, max_prompt_tokens: int = 1024,
+                 system_prompt: str | None = None):
+        self.tokenizer = tokenizer
+        self.max_history_turns = max_history_turns
+        self.max_prompt_tokens = max_prompt_tokens
+        self.system_prompt = system_prompt
+        self.has_template = bool(getattr(tokenizer, "chat_template", None))
+
+    def _render(self, observations: list[str], actions: list[str], turns: int) -> str:
+        first = observations[0]
+        pairs = list(zip(actions, observations[1:]))
+        dropped = len(pairs) - turns if turns < len(pairs) else 0
+        kept = pairs[dropped:] if turns > 0 else []
+        if turns == 0:
+            dropped = len(pairs)
+        if self.has_template:
+            msgs: list[dict[str, str]] = []
+            if self.system_prompt:
+                msgs.append({"role": "system", "content": self.system_prompt})
+            if dropped and kept:
+                first = first + f"\n\n[{dropped} earlier step(s) omitted]"
+            if not kept and pairs:
+                # no history kept: the latest observation still has to be visible
+                last_a, last_o = pairs[-1]
+                first = first + f"\n\n[{len(pairs)} step(s) so far]\nLast observation: {last_o}"
+            msgs.append({"role": "user", "content": first})
+            for a, o in kept:
+                msgs.append({"role": "assistant", "content": a})
+                msgs.append({"role": "user", "content": o})
+            return self.tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+        parts = [f"User: {first}\n"]
+        if dropped:
+            parts.append(f"[{dropped} earlier step(s) omitted]\n")
+        if not kept and pairs:
+            parts.append(f"Last observation: {pairs[-1][1]}\n")
+        for a, o in kept:
+            parts.append(f"Assistant: {a}\nUser: {o}\n")
+        parts.append("Assistant:")
+        return "".join(parts)
+
+    def build(self, observations: list[str], actions: list[str]) -> tuple[list[int], str]:
+        if len(observations) != len(actions) + 1:
+            raise InvalidArgument(f"expected len(observations) == len(actions) + 1, got {len(observations)} and {len(actions)}")
+        turns = min(self.max_history_turns, len(actions))
+        while True:
+            text = self._render(observations, actions, turns)
+            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            if len(ids) <= self.max_prompt_tokens or turns == 0:
+                break
+            turns -= 1
+        if len(ids) > self.max_prompt_tokens:
+            ids = ids[-self.max_prompt_tokens:]
+            text = self.tokenizer.decode(ids)
+        return list(ids), text
+
+
+@dataclass
+class EpisodeStats:
+    """Summary of one finished episode."""
+
+    traj_id: int
+    group_id: int
+    seed: int
+    episode_return: float
+    length: int
+    success: bool
+    invalid_actions: int
+    terminated: bool
+    truncated: bool
+
+
+@dataclass
+class RolloutBatch:
+    """Step records of a set of episodes plus their summaries and generation timing."""
+
+    steps: list[StepRecord] = field(default_factory=list)
+    episodes: list[EpisodeStats] = field(default_factory=list)
+    generated_tokens: int = 0
+    generation_s: float = 0.0
+    env_s: float = 0.0
+    wall_s: float = 0.0
+
+    def metrics(self, prefix: str = "charts") -> dict[str, float]:
+        """Episode statistics under stable names (``charts/success_rate`` ...)."""
+        n = max(1, len(self.episodes))
+        nsteps = max(1, len(self.steps))
+        return {
+            f"{prefix}/success_rate": sum(e.success for e in self.episodes) / n,
+            f"{prefix}/episode_return": sum(e.episode_return for e in self.episodes) / n,
+            f"{prefix}/episode_length": sum(e.length for e in self.episodes) / n,
+            f"{prefix}/invalid_action_rate": sum(e.invalid_actions for e in self.episodes) / nsteps,
+        }
+
+
+class RolloutCollector(ABC):
+    """Collects episodes for given task seeds (one episode per seed entry)."""
+
+    @abstractmethod
+    def collect(self, seeds: Sequence[int], group_ids: Sequence[int], params: SamplingParams,
+                traj_id_start: int = 0) -> RolloutBatch:
+        """Run ``len(seeds)`` episodes (episode k uses ``seeds[k]`` and ``group_ids[k]``)."""
+
+    def close(self) -> None:
+        """Release envs / workers."""
+
+
+def make_env_fn(env_id: str, env_kwargs: dict[str, Any] | None = None) -> Callable[[], gym.Env]:
+    """An env factory for ``env_id`` (``module:ns/Name-v0`` accepted), failing early on bad ids."""
+    import stepgym
+
+    kwargs = dict(env_kwargs or {})
+    bare = stepgym.registration.resolve_env_id(env_id)
+
+    def fn() -> gym.Env:
+        return stepgym.make(bare, **kwargs)
+
+    return fn
+
+
+class InProcessCollector(RolloutCollector):
+    """Runs episodes on a pool of ``num_envs`` envs in this process.
+
+    Every env step, the prompts of all live episodes go to the generator in one batched
+    call; finished envs pick up the next pending seed.
+
+    Args:
+        env_fn: builds one env.
+        generator: a :class:`Generator`.
+        prompt_builder: a :class:`PromptBuilder` (its tokenizer must be the generator's).
+        num_envs: envs stepped side by side.
+
+    Example:
+        >>> from steppo.models import load_model
+        >>> from steppo.policy import Policy, Sampler
+        >>> lm, tok = load_model("tiny")
+        >>> col = InProcessCollector(make_env_fn("stepgym/ToolUse-v0", {"difficulty": "easy"}),
+        ...     LocalGenerator(Sampler(Policy(lm, tok), stop_strings=("</tool_call>",))), ChatPromptBuilder(tok), 2)
+        >>> batch = col.collect([0, 0], [0, 0], SamplingParams(max_new_tokens=8, seed=0))
+        >>> len(batch.episodes), batch.steps[0].traj_id
+        (2, 0)
+    """
+
+    def __init__(self, env_fn: Callable[[], gym.Env], generator: Generator, prompt_builder: PromptBuilder,
+                 num_envs: int = 8):
+        if num_envs < 1:
+            raise InvalidArgument(f"num_envs must be >= 1, got {num_envs}")
+        self.env_fn = env_fn
+        self.generator = generator
+        self.prompt_builder = prompt_builder
+        self.num_envs = num_envs
+        self.envs: list[gym.Env] = []
+
+    def _env(self, k: int) -> gym.Env:
+        while len(self.envs) <= k:
+            self.envs.append(self.env_fn())
+        return self.envs[k]
+
+    def collect(self, seeds: Sequence[int], group_ids: Sequence[int], params: SamplingParams,
+                traj_id_start: int = 0) -> RolloutBatch:
+        if len(seeds) != len(group_ids):
+            raise InvalidArgument(f"seeds and group_ids differ in length ({len(seeds)} vs {len(group_ids)})")
+        t_wall = time.perf_counter()
+        batch = RolloutBatch()
+        if params.seed is not None:
+            self.generator.set_seed(params.seed)
+        pending = list(range(len(seeds)))
+        pending.reverse()
+        # slot -> live episode state
+        live: dict[int, dict[str, Any]] = {}
+        steps_by_ep: dict[int, list[StepRecord]] = {}
+        gen_params = SamplingParams(params.max_new_tokens, params.temperature, params.top_p, params.greedy, None)
+
+        def start(slot: int) -> None:
+            k = pending.pop()
+            env = self._env(slot)
+            t0 = time.perf_counter()
+            obs, info = env.reset(seed=int(seeds[k]))
+            batch.env_s += time.perf_counter() - t0
+            live[slot] = {"k": k, "obs": [obs], "acts": [], "ret": 0.0, "invalid": 0}
+            steps_by_ep[k] = []
+
+        for slot in range(min(self.num_envs, len(seeds))):
+            start(slot)
+        while live:
+            slots = sorted(live)
+            prompts: list[list[int]] = []
+            texts: list[str] = []
+            for s in slots:
+                ids, text = self.prompt_builder.build(live[s]["obs"], live[s]["acts"])
+                prompts.append(ids)
+                texts.append(text)
+            t0 = time.perf_counter()
+            gens = self.generator.generate(prompts, gen_params)
+            batch.generation_s += time.perf_counter() - t0
+            for s, ids, text, g in zip(slots, prompts, texts, gens):
+                st = live[s]
+                k = st["k"]
+                batch.generated_tokens += len(g.response_ids)
+                t0 = time.perf_counter()
+                obs, reward, terminated, truncated, info = self.envs[s].step(g.text)
+                batch.env_s += time.perf_counter() - t0
+                done = bool(terminated or truncated)
+                rec_info: dict[str, Any] = {
+                    "action_valid": bool(info.get("action_valid", True)),
+                    "observation": st["obs"][-1],
+                    "stop_reason": g.stop_reason,
+                    "seed": int(seeds[k]),
+                }
+                if g.step_value is not None:
+                    rec_info["value"] = g.step_value
+                    rec_info["token_values"] = g.token_values
+                st["ret"] += float(reward)
+                st["invalid"] += 0 if rec_info["action_valid"] else 1
+                st["obs"].append(obs)
+                st["acts"].append(g.text)
+                rec = StepRecord(
+                    prompt_ids=ids, response_ids=list(g.response_ids), logprobs=list(g.logprobs),
+                    reward=float(reward), traj_id=traj_id_start + k, step_index=len(st["acts"]) - 1, done=done,
+                    terminated=bool(terminated), truncated=bool(truncated) and not terminated,
+                    group_id=int(group_ids[k]), prompt_text=text, response_text=g.text, info=rec_info,
+                )
+                steps_by_ep[k].append(rec)
+                if done:
+                    if rec.truncated:
+                        # s_{T+1} for the critic's bootstrap value
+                        nxt, _ = self.prompt_builder.build(st["obs"], st["acts"])
+                        rec.info["bootstrap_prompt_ids"] = nxt
+                    batch.episodes.append(EpisodeStats(
+                        traj_id=traj_id_start + k, group_id=int(group_ids[k]), seed=int(seeds[k]),
+                        episode_return=st["ret"], length=len(st["acts"]), success=bool(info.get("success", False)),
+                        invalid_actions=st["invalid"], terminated=bool(terminated), truncated=rec.truncated,
+                    ))
+                    del live[s]
+                    if pending:
+                        start(s)
+        # deterministic order: by episode, then step
+        for k in range(len(seeds)):
+            batch.steps.extend(steps_by_ep.get(k, []))
+        batch.episodes.sort(key=lambda e: e.traj_id)
+        batch.wall_s = time.perf_counter() - t_wall
+        return batch
+
+    def close(self) -> None:
+        for env in self.envs:
+            env.close()
+        self.envs = []
