@@ -51,6 +51,14 @@ def _agent(spec: str, env: Any) -> Any:
     return make_agent(spec, env)
 
 
+def _quit_errors() -> tuple[type[BaseException], ...]:
+    try:
+        from stepgym.agents.simple import UserQuit
+    except ImportError:
+        return (EOFError,)
+    return (EOFError, UserQuit)
+
+
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.panel import Panel
@@ -74,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
                 console.print("[bold]action>[/] ", end="")
             try:
                 action = agent.act(obs, info)
-            except EOFError:
+            except _quit_errors():
                 console.print("\n[yellow]input closed; quitting.[/]")
                 env.close()
                 return 0
