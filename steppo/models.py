@@ -166,6 +166,9 @@ def _atomic_dir(target: Path) -> Iterator[Path]:
     """
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; a shared cache should be readable
     try:
         yield tmp
         try:
@@ -373,7 +376,7 @@ def _tooluse_texts(episodes: int = 200) -> list[str]:
                 if terminated or truncated:
                     break
         env.close()
-    return texts
+    return list(dict.fromkeys(texts))  # the tool list repeats in every task; keep one copy
 
 
 def _load_tiny_tokenizer():
