@@ -1,0 +1,43 @@
+"""The README's code blocks run as written."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+PY_BLOCKS = re.findall(r"```python\n(.*?)```", README, re.DOTALL)
+
+
+def test_gym_loop_block_runs():
+    block = next(b for b in PY_BLOCKS if "gym.make(\"stepgym/ToolUse-v0\"" in b)
+    out = subprocess.run([sys.executable, "-c", block], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "1.0 True"
+
+
+def test_own_env_block_registers_and_passes_check(tmp_path):
+    block = next(b for b in PY_BLOCKS if "class Quiz" in b)
+    (tmp_path / "mypkg").mkdir()
+    (tmp_path / "mypkg" / "__init__.py").write_text("")
+    (tmp_path / "mypkg" / "envs.py").write_text(block)
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}", "COLUMNS": "200"}
+    out = subprocess.run([sys.executable, "-m", "stepgym.cli", "check", "mypkg.envs:mypkg/Quiz-v0"],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "pass" in out.stdout
+    out = subprocess.run([sys.executable, "-m", "stepgym.cli", "play", "mypkg.envs:mypkg/Quiz-v0", "--agent", "expert", "--seed", "1"],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0 and "success" in out.stdout, out.stderr
+
+
+def test_two_commands_are_the_ci_commands():
+    ci = (ROOT / ".ci" / "run").read_text()
+    bash_blocks = re.findall(r"```bash\n(.*?)```", README, re.DOTALL)
+    install_and_test = bash_blocks[1].strip()
+    assert "pytest" in install_and_test
+    assert install_and_test in ci.splitlines()
