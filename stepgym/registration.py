@@ -46,6 +46,14 @@ BUILTINS: list[EnvInfo] = [
         entry_point="stepgym.envs.tooluse:ToolUseEnv",
         family="tools",
     ),
+    EnvInfo(
+        id="stepgym/MultiHopQA-v0",
+        description="Answer 2-4 hop questions by BM25 search over a generated encyclopedia (HotpotQA-style)",
+        max_steps=10,
+        reward_range=(0.0, 1.0),
+        entry_point="stepgym.envs.multihopqa:MultiHopQAEnv",
+        family="tools",
+    ),
     # -- more built-ins below this line (keep this marker) --
 ]
 
