@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 from stepgym.actions import ParseError, ToolCall, format_tool_call, parse_tool_call
 from stepgym.core import StepEnv, StepResult, quote_action
 from stepgym.errors import InvalidArgument
-from stepgym.tools.base import Tool, ToolOutput, describe_tools, validate_arguments
+from stepgym.tools.base import Tool, ToolOutput, describe_tools, signature, validate_arguments
 from stepgym.tools.calculator import Calculator, format_number
 
 __all__ = ["ToolUseEnv", "World", "Entity", "answer_matches"]
@@ -211,6 +211,8 @@ class ToolUseEnv(StepEnv):
             ``"lookup"``, ``"calculator"``, ``"python"`` (sandboxed, see docs/security.md).
             ``lookup`` is required: every task is solvable with it.
         num_distractors: extra entities in the world (default by difficulty: 4, 8, 12).
+        compact: a short first observation (tool signatures without schemas, one line
+            on the format), for small models and short contexts.
         max_steps: step limit (default 10).
 
     Observation: the first one states the task, lists the tools with their argument
@@ -230,6 +232,7 @@ class ToolUseEnv(StepEnv):
         *,
         tools: tuple[str, ...] | list[str] = DEFAULT_TOOLS,
         num_distractors: int | None = None,
+        compact: bool = False,
         max_steps: int | None = None,
         **kwargs: Any,
     ) -> None:
@@ -260,14 +263,18 @@ class ToolUseEnv(StepEnv):
                 built[name] = PythonTool()
         built["answer"] = _Answer()
         self.tools: dict[str, Tool] = built
-        self._tool_text = describe_tools(list(built.values()))
         example = format_tool_call("lookup", {"entity": "NAME", "attribute": "population"})
-        self._format_text = (
-            "Action format: write one tool call per step, optionally after a short thought:\n"
-            f"{example}\n"
-            'Also accepted: a bare JSON object {"name": ..., "arguments": {...}} or ReAct style '
-            "`Action: lookup[NAME, population]`. Finish with the answer tool."
-        )
+        if compact:
+            self._tool_text = "\n".join(f"- {signature(t)}" for t in built.values())
+            self._format_text = f"Format: {example}"
+        else:
+            self._tool_text = describe_tools(list(built.values()))
+            self._format_text = (
+                "Action format: write one tool call per step, optionally after a short thought:\n"
+                f"{example}\n"
+                'Also accepted: a bare JSON object {"name": ..., "arguments": {...}} or ReAct style '
+                "`Action: lookup[NAME, population]`. Finish with the answer tool."
+            )
         self.world = World([])
         self.question = ""
         self.gold: Any = None

@@ -192,3 +192,11 @@ def test_hard_has_lookalike_names():
     names = [e.name for e in env.world.entities]
     cities = [e.name for e in env.world.entities if e.kind == "city"]
     assert any(n != c and n.startswith(c + " ") for c in cities for n in names)
+
+
+def test_compact_prompt_is_short_and_same_task():
+    full, _ = make().reset(seed=4)
+    short, _ = make(compact=True).reset(seed=4)
+    assert len(short) < len(full) / 2
+    assert short.split("\n")[0] == full.split("\n")[0]
+    assert "lookup(entity: string, attribute: string)" in short and "<tool_call>" in short
