@@ -1,0 +1,268 @@
+"""Escape attempts against the python tool's sandbox; every one must fail.
+
+Each attack runs under both isolation modes: ``bwrap`` (namespaces + rlimits; skipped
+with its reason when bubblewrap cannot start here) and ``rlimits`` (no namespaces:
+rlimits, scrubbed env, temp dir, privilege drop when root, audit-hook guard). After
+each attack the same tool must still answer a normal call.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from stepgym.errors import InvalidArgument
+from stepgym.tools.base import Tool, validate_arguments
+from stepgym.tools.python import PythonTool
+from stepgym.tools.sandbox import Limits, Sandbox, _bwrap_problem
+
+BWRAP_PROBLEM = _bwrap_problem()
+
+MODES = [
+    pytest.param(
+        "bwrap",
+        marks=pytest.mark.skipif(BWRAP_PROBLEM is not None, reason=f"bubblewrap unavailable: {BWRAP_PROBLEM}"),
+    ),
+    "rlimits",
+]
+
+
+@pytest.fixture(scope="module", params=MODES)
+def tool(request) -> PythonTool:
+    # Small limits keep the whole file fast: loops die after 1 CPU second.
+    return PythonTool(timeout_s=2.0, cpu_s=1, memory_mb=256, max_output_chars=2000, isolation=request.param)
+
+
+@pytest.fixture
+def usr1():
+    """Counts SIGUSR1 deliveries to this (the env's) process during the test."""
+    got: list[int] = []
+    old = signal.signal(signal.SIGUSR1, lambda *_: got.append(1))
+    yield got
+    signal.signal(signal.SIGUSR1, old)
+
+
+def still_works(tool: PythonTool) -> None:
+    out = tool(code="print(sum(i * i for i in range(10)))")
+    assert out.ok and out.text == "285", out
+
+
+def test_normal_code_runs(tool):
+    out = tool(code="import math, fractions, statistics\nprint(math.comb(10, 3), fractions.Fraction(1, 3) * 3)")
+    assert out.ok, out.text
+    assert out.text == "120 1"
+    assert isinstance(tool, Tool)
+    assert tool.name == "python" and tool.parameters["required"] == ["code"]
+
+
+def test_exceptions_and_syntax_errors_are_observations(tool):
+    out = tool(code="print('before')\nraise ValueError('bad value 17')")
+    assert not out.ok
+    assert "ValueError: bad value 17" in out.text and "before" in out.text
+    out = tool(code="print(")
+    assert not out.ok and "SyntaxError" in out.text
+    still_works(tool)
+
+
+def test_read_etc_shadow_fails(tool):
+    out = tool(code="print(open('/etc/shadow').read())")
+    assert not out.ok
+    assert "root:" not in out.text
+    assert any(w in out.text for w in ("PermissionError", "FileNotFoundError", "not allowed")), out.text
+    still_works(tool)
+
+
+def test_read_user_home_fails(tool):
+    home = Path.home()
+    canary = home / f".stepgym-canary-{uuid.uuid4().hex}"
+    secret = uuid.uuid4().hex
+    try:
+        canary.write_text(secret)
+    except OSError:
+        pytest.skip(f"cannot write a canary file in {home}")
+    try:
+        out = tool(code=f"print(open({str(canary)!r}).read())")
+        assert not out.ok and secret not in out.text, out.text
+        listing = tool(code=f"import os; print(os.listdir({str(home)!r}))")
+        assert canary.name not in listing.text
+    finally:
+        canary.unlink()
+    still_works(tool)
+
+
+@pytest.mark.parametrize("where", ["tmp_path", "cwd", "home"])
+def test_write_outside_sandbox_fails(tool, tmp_path, where):
+    base = {"tmp_path": tmp_path, "cwd": Path.cwd(), "home": Path.home()}[where]
+    target = base / f"stepgym-pwned-{uuid.uuid4().hex}"
+    try:
+        out = tool(code=f"open({str(target)!r}, 'w').write('pwned'); print('wrote')")
+        assert not out.ok, out.text
+        assert not target.exists()
+    finally:
+        if target.exists():
+            target.unlink()
+    still_works(tool)
+
+
+def test_open_socket_fails(tool):
+    # A listener on the host's loopback: even localhost must be out of reach.
+    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    srv.setblocking(False)
+    port = srv.getsockname()[1]
+    try:
+        code = (
+            "import socket\n"
+            f"s = socket.create_connection(('127.0.0.1', {port}), timeout=1)\n"
+            "s.sendall(b'hello')\nprint('connected')"
+        )
+        out = tool(code=code)
+        assert not out.ok and "connected" not in out.text, out.text
+        with pytest.raises(BlockingIOError):
+            srv.accept()
+    finally:
+        srv.close()
+    still_works(tool)
+
+
+def test_fork_bomb_is_contained(tool):
+    t0 = time.monotonic()
+    out = tool(code="import os\nwhile True:\n    os.fork()")
+    assert not out.ok
+    assert time.monotonic() - t0 < tool.timeout_s + 2
+    still_works(tool)
+
+
+def test_subprocess_cannot_escape_the_timeout(tool):
+    code = "import subprocess\nsubprocess.Popen(['sleep', '30'])\nprint('started')"
+    out = tool(code=code)
+    # bwrap: the sleep starts inside the namespace and dies with it; rlimits: refused.
+    if out.ok:
+        assert tool.isolation == "bwrap"
+    still_works(tool)
+
+
+def test_memory_bomb_fails(tool):
+    out = tool(code="chunks = []\nwhile True:\n    chunks.append(bytearray(50 * 2**20))")
+    assert not out.ok
+    assert "MemoryError" in out.text or "memory" in out.text, out.text
+    still_works(tool)
+
+
+def test_infinite_loop_is_stopped(tool):
+    t0 = time.monotonic()
+    out = tool(code="while True:\n    pass")
+    took = time.monotonic() - t0
+    assert not out.ok and ("CPU" in out.text or "time limit" in out.text), out.text
+    assert took < tool.timeout_s + 1.5
+    still_works(tool)
+
+
+def test_sleeping_code_hits_the_wall_clock(tool):
+    t0 = time.monotonic()
+    out = tool(code="import time\ntime.sleep(60)")
+    assert not out.ok and "time limit" in out.text, out.text
+    assert time.monotonic() - t0 < tool.timeout_s + 1.5
+    still_works(tool)
+
+
+def test_kill_parent_and_env_process_fails(tool, usr1):
+    code = (
+        "import os, signal\n"
+        "errors = []\n"
+        f"for pid in (os.getppid(), {os.getpid()}):\n"
+        "    try:\n"
+        "        os.kill(pid, signal.SIGUSR1)\n"
+        "    except Exception as e:\n"
+        "        errors.append(type(e).__name__)\n"
+        "if errors:\n"
+        "    raise PermissionError('denied: ' + ','.join(errors))\n"
+    )
+    out = tool(code=code)
+    time.sleep(0.05)
+    assert usr1 == [], "a signal from the sandbox reached the env process"
+    assert not out.ok, out.text
+    still_works(tool)
+
+
+def test_ctypes_fails(tool, usr1):
+    code = (
+        "import ctypes\n"
+        "libc = ctypes.CDLL(None)\n"
+        f"libc.kill({os.getpid()}, 10)\n"
+        "fd = libc.open(b'/etc/shadow', 0)\n"
+        "assert fd >= 0, 'open of /etc/shadow failed'\n"
+        "buf = ctypes.create_string_buffer(64)\n"
+        "libc.read(fd, buf, 64)\nprint(buf.value)"
+    )
+    out = tool(code=code)
+    time.sleep(0.05)
+    assert usr1 == []
+    assert not out.ok and "root:" not in out.text, out.text
+    crash = tool(code="import ctypes\nctypes.string_at(0)")
+    assert not crash.ok
+    still_works(tool)
+
+
+def test_huge_output_is_cut(tool):
+    t0 = time.monotonic()
+    out = tool(code="print('x' * 10**8)")
+    assert len(out.text) <= tool.max_output_chars + 200
+    assert time.monotonic() - t0 < tool.timeout_s + 1
+    flood = tool(code="while True:\n    print('y' * 1000)")
+    assert not flood.ok and "printed more than" in flood.text
+    big = tool(code="print('z' * 5000)")
+    assert big.ok and len(big.text) <= tool.max_output_chars
+    still_works(tool)
+
+
+def test_environment_is_scrubbed(tool, monkeypatch):
+    secret = uuid.uuid4().hex
+    monkeypatch.setenv("STEPGYM_TEST_API_KEY", secret)
+    out = tool(code="import os\nprint(sorted(os.environ.items()))")
+    assert out.ok, out.text
+    assert secret not in out.text and "STEPGYM_TEST_API_KEY" not in out.text
+
+
+def test_hostile_text_never_raises(tool):
+    for code in ["\ud800print(1)", "\x00\x01", "x" * (tool.max_code_chars + 1), "   "]:
+        out = tool(code=code)
+        assert isinstance(out.text, str) and not out.ok, (code[:20], out)
+    # A lone surrogate inside a string literal is replaced, not fatal.
+    out = tool(code="print('a\udcffb')")
+    assert out.ok and out.text.startswith("a") and out.text.endswith("b")
+    out.text.encode("utf-8")
+    assert not tool(code=123).ok  # type: ignore[arg-type]
+    assert not tool().ok
+    still_works(tool)
+
+
+def test_tool_argument_validation():
+    tool = PythonTool(timeout_s=1, isolation="rlimits")
+    assert validate_arguments(tool, {"code": "print(1)"}) == {"code": "print(1)"}
+    assert isinstance(validate_arguments(tool, {"script": "x"}), str)
+    for bad in ({"timeout_s": 0}, {"timeout_s": "5"}, {"isolation": "docker"}, {"max_output_chars": 1}):
+        with pytest.raises(InvalidArgument):
+            PythonTool(**bad)
+    with pytest.raises(InvalidArgument):
+        Limits(memory_mb=1)
+    with pytest.raises(InvalidArgument):
+        Sandbox(isolation="none")
+
+
+def test_bwrap_required_but_missing_says_how_to_install(monkeypatch):
+    import stepgym.tools.sandbox as sb
+
+    monkeypatch.setattr(sb, "_bwrap_problem", lambda: "bwrap is not installed")
+    from stepgym.errors import DependencyNotInstalled
+
+    with pytest.raises(DependencyNotInstalled, match="apt-get install -y bubblewrap"):
+        Sandbox(isolation="bwrap")
+    assert Sandbox(isolation="auto").isolation == "rlimits"
