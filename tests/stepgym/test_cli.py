@@ -75,3 +75,13 @@ def test_bad_arguments_say_how_to_fix(args, fragment):
     assert out.returncode == 2
     assert fragment in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_bench_times_an_env():
+    out = stepgym("bench", "--env", "stepgym/ToolUse-v0", "--episodes", "5", "--repeats", "1", "--no-import", "--markdown")
+    assert out.returncode == 0, out.stderr
+    rows = [line.split("|") for line in out.stdout.splitlines() if line.startswith("| stepgym/ToolUse-v0")]
+    kinds = {r[2].strip(): float(r[3]) for r in rows}
+    assert {"reset", "step (expert)", "step (invalid)"} <= set(kinds)
+    assert all(v > 0 for v in kinds.values())
+    assert "bench/Trivial-v0" in out.stdout
