@@ -54,6 +54,38 @@ BUILTINS: list[EnvInfo] = [
         entry_point="stepgym.envs.multihopqa:MultiHopQAEnv",
         family="tools",
     ),
+    EnvInfo(
+        id="stepgym/Countdown-v0",
+        description="Reach the target from given numbers with + - * /; the expression is verified",
+        max_steps=4,
+        reward_range=(0.0, 1.0),
+        entry_point="stepgym.envs.countdown:CountdownEnv",
+        family="puzzles",
+    ),
+    EnvInfo(
+        id="stepgym/FrozenLake-v0",
+        description="Cross a generated frozen lake to the goal without falling in a hole (slippery option)",
+        max_steps=20,
+        reward_range=(0.0, 1.0),
+        entry_point="stepgym.envs.frozenlake:FrozenLakeEnv",
+        family="puzzles",
+    ),
+    EnvInfo(
+        id="stepgym/Sokoban-v0",
+        description="Push every box onto a target in a generated text Sokoban level",
+        max_steps=60,
+        reward_range=(-0.1, 1.1),
+        entry_point="stepgym.envs.sokoban:SokobanEnv",
+        family="puzzles",
+    ),
+    EnvInfo(
+        id="stepgym/Wordle-v0",
+        description="Guess a hidden five-letter word in six tries from per-letter feedback",
+        max_steps=10,
+        reward_range=(0.0, 1.0),
+        entry_point="stepgym.envs.wordle:WordleEnv",
+        family="puzzles",
+    ),
     # -- more built-ins below this line (keep this marker) --
 ]
 
