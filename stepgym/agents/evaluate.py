@@ -1,0 +1,341 @@
+"""Evaluate an agent on an env: episodes in parallel over a Gymnasium vector env.
+
+``stepgym eval`` is a thin layer over :func:`evaluate`. Episode ``k`` always runs on seed
+``seed + k``, whatever the number of parallel envs, so two agents evaluated with the same
+seed face the same tasks and their scores compare directly.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+import os
+import re
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from stepgym.agents.base import BaseAgent, as_agent
+from stepgym.errors import InvalidArgument
+
+__all__ = ["evaluate", "EvalResult", "EpisodeResult", "wilson_interval", "make_vector_env", "slot_info"]
+
+_Z95 = 1.959963984540054
+
+
+def wilson_interval(successes: int, n: int, z: float = _Z95) -> tuple[float, float]:
+    """Wilson score interval of a success rate (95% by default); ``(0, 1)`` when ``n == 0``.
+
+    Unlike the normal approximation it stays inside [0, 1] and is sensible for 0/n and n/n.
+
+    Example:
+        >>> lo, hi = wilson_interval(8, 10)
+        >>> round(lo, 3), round(hi, 3)
+        (0.49, 0.943)
+    """
+    if n <= 0:
+        return 0.0, 1.0
+    p = successes / n
+    denom = 1.0 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+@dataclass(slots=True)
+class EpisodeResult:
+    """One evaluated episode."""
+
+    episode: int
+    seed: int
+    success: bool
+    episode_return: float
+    steps: int
+    invalid_steps: int
+    tokens: float
+
+
+@dataclass
+class EvalResult:
+    """All episodes of one agent on one env, with the summary statistics ``stepgym eval`` prints."""
+
+    env_id: str
+    agent: str
+    episodes: list[EpisodeResult] = field(default_factory=list)
+    wall_s: float = 0.0
+    #: True when token counts are chars/4 estimates (the agent has no tokenizer).
+    tokens_estimated: bool = True
+
+    @property
+    def n(self) -> int:
+        return len(self.episodes)
+
+    @property
+    def successes(self) -> int:
+        return sum(e.success for e in self.episodes)
+
+    @property
+    def success_rate(self) -> float:
+        return self.successes / self.n if self.n else 0.0
+
+    @property
+    def ci95(self) -> tuple[float, float]:
+        return wilson_interval(self.successes, self.n)
+
+    @property
+    def mean_return(self) -> float:
+        return float(np.mean([e.episode_return for e in self.episodes])) if self.n else 0.0
+
+    @property
+    def mean_steps(self) -> float:
+        return float(np.mean([e.steps for e in self.episodes])) if self.n else 0.0
+
+    @property
+    def total_steps(self) -> int:
+        return sum(e.steps for e in self.episodes)
+
+    @property
+    def invalid_action_rate(self) -> float:
+        steps = self.total_steps
+        return sum(e.invalid_steps for e in self.episodes) / steps if steps else 0.0
+
+    @property
+    def tokens_per_step(self) -> float:
+        steps = self.total_steps
+        return sum(e.tokens for e in self.episodes) / steps if steps else 0.0
+
+    def summary(self) -> dict[str, Any]:
+        """The summary as a JSON-ready dict (what ``--json`` writes per env and agent)."""
+        lo, hi = self.ci95
+        return {
+            "env": self.env_id,
+            "agent": self.agent,
+            "episodes": self.n,
+            "successes": self.successes,
+            "success_rate": self.success_rate,
+            "success_ci95": [lo, hi],
+            "mean_return": self.mean_return,
+            "mean_steps": self.mean_steps,
+            "invalid_action_rate": self.invalid_action_rate,
+            "tokens_per_step": self.tokens_per_step,
+            "tokens_estimated": self.tokens_estimated,
+            "wall_s": self.wall_s,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """Summary plus every episode."""
+        return self.summary() | {"per_episode": [asdict(e) for e in self.episodes]}
+
+
+def _py(value: Any) -> Any:
+    """numpy scalars and arrays to plain Python values (info dicts come back from vector envs as numpy)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value
+
+
+def slot_info(infos: dict[str, Any], i: int) -> dict[str, Any]:
+    """The info dict of sub-env ``i`` out of a Gymnasium vector env's batched infos.
+
+    Example:
+        >>> import numpy as np
+        >>> slot_info({"a": np.array([1, 2]), "_a": np.array([False, True])}, 1)
+        {'a': 2}
+    """
+    out: dict[str, Any] = {}
+    for key, value in infos.items():
+        if key.startswith("_"):
+            continue
+        mask = infos.get("_" + key)
+        if isinstance(value, dict):
+            if mask is None or bool(mask[i]):
+                out[key] = slot_info(value, i)
+            continue
+        if mask is not None and not bool(mask[i]):
+            continue
+        try:
+            out[key] = _py(value[i])
+        except (TypeError, IndexError, KeyError):
+            out[key] = _py(value)
+    return out
+
+
+def make_vector_env(env_id: str, num_envs: int, env_kwargs: dict[str, Any] | None = None) -> Any:
+    """A synchronous vector env of ``num_envs`` copies (``stepgym.make_vec`` when available).
+
+    The vector env must expose its sub-envs as ``.envs`` (the expert reads their state)
+    and use Gymnasium's next-step autoreset; :func:`evaluate` resets finished sub-envs
+    itself with the next episode's seed.
+    """
+    import gymnasium as gym
+
+    from stepgym.registration import make, resolve_env_id
+
+    env_id = resolve_env_id(env_id)
+    kwargs = dict(env_kwargs or {})
+    try:
+        from stepgym.vector import make_vec
+    except ImportError:
+        make_vec = None
+    if make_vec is not None:
+        params = inspect.signature(make_vec).parameters
+        if "mode" in params and "num_envs" in params and not kwargs:
+            vec = make_vec(env_id, num_envs=num_envs, mode="sync")
+            if hasattr(vec, "envs") and getattr(vec, "autoreset_mode", None) == gym.vector.AutoresetMode.NEXT_STEP:
+                return vec
+            vec.close()
+    return gym.vector.SyncVectorEnv(
+        [lambda: make(env_id, **kwargs) for _ in range(num_envs)],
+        autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP,
+    )
+
+
+def _safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "x"
+
+
+def evaluate(
+    env_id: str,
+    agent: Any,
+    *,
+    episodes: int = 10,
+    seed: int = 0,
+    num_envs: int = 8,
+    env_kwargs: dict[str, Any] | None = None,
+    record_dir: str | os.PathLike[str] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> EvalResult:
+    """Run ``episodes`` episodes of ``agent`` on ``env_id`` and collect the statistics.
+
+    Args:
+        env_id: a registered id, or ``module:ns/Name-v0`` to import a third-party module first.
+        agent: an agent from :func:`~stepgym.agents.make_agent`, any object with
+            ``act``/``act_batch``, or a plain ``str -> str`` callable.
+        episodes: number of episodes; episode ``k`` uses seed ``seed + k``.
+        seed: seed of episode 0.
+        num_envs: episodes run side by side (one ``act_batch`` call per step for all of them).
+        env_kwargs: keyword arguments for the env constructor.
+        record_dir: if set, every step is written to ``DIR/<agent>__<env>.jsonl`` (one JSON
+            object per line; an episode's lines are written when it ends).
+        progress: called with the number of finished episodes after each one.
+
+    Example:
+        >>> from stepgym.agents import make_agent
+        >>> res = evaluate("stepgym/ToolUse-v0", make_agent("expert"), episodes=4, num_envs=2)
+        >>> res.success_rate
+        1.0
+    """
+    if not isinstance(episodes, int) or episodes < 1:
+        raise InvalidArgument(f"episodes must be a positive int, got {episodes!r}")
+    if not isinstance(num_envs, int) or num_envs < 1:
+        raise InvalidArgument(f"num_envs must be a positive int, got {num_envs!r}")
+    agent = as_agent(agent)
+    if getattr(agent, "name", "") == "human":
+        num_envs = 1  # one person plays one episode at a time
+    n = min(num_envs, episodes)
+    start = time.perf_counter()
+    vec = make_vector_env(env_id, n, env_kwargs)
+    if hasattr(agent, "envs"):
+        agent.envs = list(vec.envs)  # the expert (and random fallback, human hints) read the sub-envs
+    record = None
+    if record_dir is not None:
+        os.makedirs(record_dir, exist_ok=True)
+        path = os.path.join(os.fspath(record_dir), f"{_safe_name(agent.name)}__{_safe_name(env_id.split(':')[-1])}.jsonl")
+        record = open(path, "w", encoding="utf-8")
+    result = EvalResult(env_id=env_id.split(":")[-1], agent=agent.name)
+    estimated = False
+    try:
+        obs_t, infos = vec.reset(seed=[seed + i for i in range(n)])
+        observations = list(obs_t)
+        slot_infos = [slot_info(infos, i) for i in range(n)]
+        agent.reset()
+        slot_ep = list(range(n))
+        next_ep = n
+        active = [True] * n
+        acc = [_Acc() for _ in range(n)]
+        while any(active):
+            idx = [i for i in range(n) if active[i]]
+            acts = agent.act_batch([observations[i] for i in idx], [slot_infos[i] for i in idx], slots=idx)
+            if len(acts) != len(idx):
+                raise InvalidArgument(f"{agent.name} returned {len(acts)} actions for {len(idx)} observations")
+            counts = getattr(agent, "last_token_counts", None)
+            if not getattr(agent, "counts_tokens", False) or counts is None or len(counts) != len(idx):
+                counts = [len(a) / 4 for a in acts]
+                estimated = True
+            actions = [""] * n  # idle slots (no episodes left) step with a no-op; their results are ignored
+            for j, i in enumerate(idx):
+                actions[i] = acts[j]
+            obs_t, rewards, terms, truncs, step_infos = vec.step(tuple(actions))
+            new_obs = list(obs_t)
+            mask = np.zeros(n, dtype=np.bool_)
+            seeds: list[int | None] = [None] * n
+            for j, i in enumerate(idx):
+                info = slot_info(step_infos, i)
+                a = acc[i]
+                a.ret += float(rewards[i])
+                a.steps += 1
+                a.invalid += info.get("action_valid") is False
+                a.tokens += float(counts[j])
+                if record is not None:
+                    a.lines.append(_record_line(slot_ep[i], seed + slot_ep[i], a.steps - 1, observations[i], acts[j],
+                                                float(rewards[i]), bool(terms[i]), bool(truncs[i]), info))
+                slot_infos[i] = info
+                if terms[i] or truncs[i]:
+                    ep = slot_ep[i]
+                    result.episodes.append(EpisodeResult(ep, seed + ep, bool(info.get("success", False)),
+                                                         a.ret, a.steps, a.invalid, a.tokens))
+                    if record is not None:
+                        record.write("".join(a.lines))
+                        record.flush()
+                    acc[i] = _Acc()
+                    agent.reset(i)
+                    if progress is not None:
+                        progress(len(result.episodes))
+                    if next_ep < episodes:
+                        slot_ep[i], seeds[i], mask[i] = next_ep, seed + next_ep, True
+                        next_ep += 1
+                    else:
+                        active[i] = False
+            observations = new_obs
+            if mask.any():
+                obs_t, reset_infos = vec.reset(seed=seeds, options={"reset_mask": mask})
+                for i in np.flatnonzero(mask):
+                    observations[i] = obs_t[i]
+                    slot_infos[i] = slot_info(reset_infos, int(i))
+    finally:
+        vec.close()
+        if record is not None:
+            record.close()
+    result.episodes.sort(key=lambda e: e.episode)
+    result.wall_s = time.perf_counter() - start
+    result.tokens_estimated = estimated
+    return result
+
+
+@dataclass
+class _Acc:
+    ret: float = 0.0
+    steps: int = 0
+    invalid: int = 0
+    tokens: float = 0.0
+    lines: list[str] = field(default_factory=list)
+
+
+def _record_line(episode: int, seed: int, step: int, prompt: str, action: str, reward: float,
+                 terminated: bool, truncated: bool, info: dict[str, Any]) -> str:
+    row = {"episode": episode, "seed": seed, "step": step, "prompt": prompt, "action": action, "reward": reward,
+           "terminated": terminated, "truncated": truncated,
+           "info": {k: v for k, v in info.items() if k not in ("messages",)}}
+    # ensure_ascii escapes lone surrogates a model may emit, so every line is valid UTF-8 JSON.
+    return json.dumps(row, ensure_ascii=True, default=str) + "\n"
+
+
+def agent_label(agent: BaseAgent) -> str:
+    """The agent's name for tables."""
+    return getattr(agent, "name", type(agent).__name__)
