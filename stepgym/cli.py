@@ -35,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
             if exc.name != f"stepgym.commands.{name}":
                 raise
             continue
-        p = sub.add_parser(name, help=mod.HELP, description=mod.HELP)
+        # argparse %-formats help strings: "95% CI" must not break `stepgym --help`.
+        p = sub.add_parser(name, help=mod.HELP.replace("%", "%%"), description=mod.HELP)
         mod.add_arguments(p)
         p.set_defaults(_run=mod.run)
     return parser
