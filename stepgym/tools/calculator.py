@@ -1,16 +1,15 @@
 """A safe arithmetic calculator tool.
 
-Expressions are parsed with :mod:`ast` and evaluated over a whitelist of nodes; nothing
-is ever passed to ``eval``. Sizes are bounded before any work is done, so ``9**9**9``
+Expressions are tokenised and parsed by a small recursive-descent parser that knows only
+numbers, arithmetic operators, parentheses and a few functions; nothing is ever passed to
+``eval``. Sizes are bounded before any work is done, so ``9**9**9``
 answers with an error in microseconds instead of hanging the process.
 """
 
 from __future__ import annotations
 
-import ast
 import math
 import re
-import operator
 from typing import Any
 
 from stepgym.tools.base import ToolOutput
@@ -28,21 +27,10 @@ class CalculatorError(ValueError):
     """An expression the calculator refuses; the message is shown to the agent."""
 
 
-_BIN = {
-    ast.Add: operator.add,
-    ast.Sub: operator.sub,
-    ast.Mult: operator.mul,
-    ast.Div: operator.truediv,
-    ast.FloorDiv: operator.floordiv,
-    ast.Mod: operator.mod,
-    ast.Pow: operator.pow,
-}
 _FUNCS = {"abs": abs, "round": round, "min": min, "max": max, "sqrt": math.sqrt}
 
 
-def _check(x: Any) -> int | float:
-    if isinstance(x, bool) or not isinstance(x, (int, float)):
-        raise CalculatorError("only numbers are supported")
+def _check(x: int | float) -> int | float:
     if isinstance(x, int):
         if x.bit_length() > MAX_INT_BITS:
             raise CalculatorError("result too large")
@@ -64,32 +52,103 @@ def _pow(a: int | float, b: int | float) -> int | float:
     return r
 
 
-def _eval(node: ast.AST) -> int | float:
-    if isinstance(node, ast.Constant):
-        return _check(node.value)
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.UAdd, ast.USub)):
-        v = _eval(node.operand)
-        return _check(-v if isinstance(node.op, ast.USub) else v)
-    if isinstance(node, ast.BinOp) and type(node.op) in _BIN:
-        a, b = _eval(node.left), _eval(node.right)
-        if isinstance(node.op, ast.Pow):
-            return _check(_pow(a, b))
-        if isinstance(node.op, (ast.Div, ast.FloorDiv, ast.Mod)) and b == 0:
-            raise CalculatorError("division by zero")
-        return _check(_BIN[type(node.op)](a, b))
-    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _FUNCS and not node.keywords:
-        args = [_eval(a) for a in node.args]
-        try:
-            return _check(_FUNCS[node.func.id](*args))
-        except (TypeError, ValueError) as exc:
-            raise CalculatorError(f"bad arguments to {node.func.id}: {exc}") from None
-    raise CalculatorError(
-        "unsupported syntax; use numbers, + - * / // % **, parentheses and abs, round, min, max, sqrt"
-    )
+_TOKEN_RE = re.compile(r"\s*(?:(\d+\.?\d*(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?)|(\*\*|//|[-+*/%(),])|([A-Za-z_]\w*))")
+_UNSUPPORTED = "unsupported syntax; use numbers, + - * / // % **, parentheses and abs, round, min, max, sqrt"
+_MAX_DEPTH = 32
+
+
+class _Parser:
+    """Recursive descent over a token list; Python's precedence (``-2**2 == -4``, ``**`` right-associative)."""
+
+    __slots__ = ("toks", "i", "depth")
+
+    def __init__(self, toks: list[tuple[str, str]]):
+        self.toks = toks
+        self.i = 0
+        self.depth = 0
+
+    def peek(self) -> str | None:
+        return self.toks[self.i][1] if self.i < len(self.toks) else None
+
+    def expr(self) -> int | float:
+        self.depth += 1
+        if self.depth > _MAX_DEPTH:
+            raise CalculatorError("expression nested too deeply")
+        v = self.term()
+        while (op := self.peek()) in ("+", "-"):
+            self.i += 1
+            w = self.term()
+            v = _check(v + w if op == "+" else v - w)
+        self.depth -= 1
+        return v
+
+    def term(self) -> int | float:
+        v = self.unary()
+        while (op := self.peek()) in ("*", "/", "//", "%"):
+            self.i += 1
+            w = self.unary()
+            if op == "*":
+                v = _check(v * w)
+            elif w == 0:
+                raise CalculatorError("division by zero")
+            else:
+                v = _check(v / w if op == "/" else v // w if op == "//" else v % w)
+        return v
+
+    def unary(self) -> int | float:
+        op = self.peek()
+        if op in ("+", "-"):
+            self.i += 1
+            self.depth += 1
+            if self.depth > _MAX_DEPTH:
+                raise CalculatorError("expression nested too deeply")
+            v = self.unary()
+            self.depth -= 1
+            return -v if op == "-" else v
+        return self.power()
+
+    def power(self) -> int | float:
+        v = self.atom()
+        if self.peek() == "**":
+            self.i += 1
+            v = _check(_pow(v, self.unary()))
+        return v
+
+    def atom(self) -> int | float:
+        if self.i >= len(self.toks):
+            raise CalculatorError("the expression ends too early")
+        kind, tok = self.toks[self.i]
+        self.i += 1
+        if kind == "num":
+            return _check(float(tok) if ("." in tok or "e" in tok or "E" in tok) else int(tok))
+        if tok == "(":
+            v = self.expr()
+            self.expect(")")
+            return v
+        if kind == "name":
+            fn = _FUNCS.get(tok)
+            if fn is None:
+                raise CalculatorError(f"unknown name {tok[:20]!r}; {_UNSUPPORTED}")
+            self.expect("(")
+            args = [self.expr()]
+            while self.peek() == ",":
+                self.i += 1
+                args.append(self.expr())
+            self.expect(")")
+            try:
+                return _check(fn(*args))
+            except (TypeError, ValueError) as exc:
+                raise CalculatorError(f"bad arguments to {tok}: {exc}") from None
+        raise CalculatorError(_UNSUPPORTED)
+
+    def expect(self, tok: str) -> None:
+        if self.peek() != tok:
+            raise CalculatorError(f"expected {tok!r}; {_UNSUPPORTED}")
+        self.i += 1
 
 
 def safe_eval(expression: str) -> int | float:
-    """Evaluate an arithmetic expression safely.
+    """Evaluate an arithmetic expression safely (a small parser; never ``eval``).
 
     Raises:
         CalculatorError: for anything that is not bounded arithmetic.
@@ -102,13 +161,23 @@ def safe_eval(expression: str) -> int | float:
         raise CalculatorError(f"expression longer than {MAX_EXPR_CHARS} characters")
     # "1,000" is a thousands separator; "max(3, 9)" keeps its commas.
     expr = _THOUSANDS_RE.sub("", expression).replace("^", "**").replace("×", "*").strip()
-    try:
-        tree = ast.parse(expr, mode="eval")
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
-        raise CalculatorError("not a valid arithmetic expression") from None
-    if sum(1 for _ in ast.walk(tree)) > MAX_NODES:
+    toks: list[tuple[str, str]] = []
+    pos = 0
+    for m in _TOKEN_RE.finditer(expr):
+        if m.start() != pos:
+            break
+        pos = m.end()
+        num, op, name = m.groups()
+        toks.append(("num", num) if num else ("op", op) if op else ("name", name))
+    if pos != len(expr.rstrip()) or not toks:
+        raise CalculatorError("not a valid arithmetic expression" if toks or not expr else "empty expression")
+    if len(toks) > MAX_NODES:
         raise CalculatorError("expression too complex")
-    return _eval(tree.body)
+    parser = _Parser(toks)
+    value = parser.expr()
+    if parser.i != len(toks):
+        raise CalculatorError(_UNSUPPORTED)
+    return value
 
 
 def format_number(x: int | float) -> str:

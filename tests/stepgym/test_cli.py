@@ -85,3 +85,18 @@ def test_bench_times_an_env():
     assert {"reset", "step (expert)", "step (invalid)"} <= set(kinds)
     assert all(v > 0 for v in kinds.values())
     assert "bench/Trivial-v0" in out.stdout
+
+
+@pytest.mark.parametrize("cmd", ["list", "play", "check", "eval", "train", "sft", "serve", "replay", "bench"])
+def test_every_subcommand_has_help(cmd, capsys):
+    from stepgym.cli import COMMANDS, build_parser
+
+    assert cmd in COMMANDS
+    parser = build_parser()
+    names = parser._subparsers._group_actions[0].choices
+    if cmd not in names:
+        pytest.skip(f"`stepgym {cmd}` is not installed in this build")
+    with pytest.raises(SystemExit) as exc:
+        main([cmd, "--help"])
+    assert exc.value.code == 0
+    assert "usage: stepgym " + cmd in capsys.readouterr().out
