@@ -86,6 +86,14 @@ BUILTINS: list[EnvInfo] = [
         entry_point="stepgym.envs.wordle:WordleEnv",
         family="puzzles",
     ),
+    EnvInfo(
+        id="stepgym/Household-v0",
+        description="ALFWorld-style household tasks (pick/place, clean, heat, cool, examine, pick two)",
+        max_steps=40,
+        reward_range=(0.0, 1.0),
+        entry_point="stepgym.envs.household:HouseholdEnv",
+        family="world",
+    ),
     # -- more built-ins below this line (keep this marker) --
 ]
 
