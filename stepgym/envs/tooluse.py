@@ -367,7 +367,21 @@ class ToolUseEnv(StepEnv):
             return ("lookup", {"entity": e.name, "attribute": attr}, f"{e.name}|{attr}")
 
         t = r[0] % 3
-        if self.difficulty == "easy":
+        if "python" in self.tools and self.difficulty != "easy" and r[4] % 3 == 0:
+            # Code tasks: a digit sum is one line of Python but painful with a calculator.
+            if self.difficulty == "medium":
+                c = pick("city", r[2])
+                self.question = f"What is the sum of the digits of the population of {c.name}?"
+                self._plan = [look(c, "population")]
+            else:
+                p = pick("person", r[2])
+                c = w.get(p.attrs["city"])
+                self.question = f"What is the sum of the digits of the population of the city where {p.name} lives?"
+                self._plan = [look(p, "city"), look(c, "population")]
+            pop = c.attrs["population"]
+            self._plan.append(("python", {"code": f"print(sum(int(d) for d in str({pop})))"}, "code"))
+            self.gold = sum(int(d) for d in str(pop))
+        elif self.difficulty == "easy":
             kind, attr = [("city", "population"), ("company", "founded"), ("person", "age"),
                           ("product", "price"), ("company", "headquarters"), ("product", "maker")][r[1] % 6]
             e = pick(kind, r[2])
@@ -468,7 +482,7 @@ class ToolUseEnv(StepEnv):
                 if e is not None and e.name == targs["entity"] and key == targs["attribute"]:
                     self._done_plan.add(i)
                     return
-            elif name == "calculator":
+            elif name in ("calculator", "python"):
                 self._done_plan.add(i)
                 return
 

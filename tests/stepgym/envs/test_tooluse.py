@@ -200,3 +200,25 @@ def test_compact_prompt_is_short_and_same_task():
     assert len(short) < len(full) / 2
     assert short.split("\n")[0] == full.split("\n")[0]
     assert "lookup(entity: string, attribute: string)" in short and "<tool_call>" in short
+
+
+def test_python_tool_variant_end_to_end():
+    env = make(difficulty="medium", tools=("search", "lookup", "calculator", "python"))
+    obs, _ = env.reset(seed=0)
+    assert "python(code: string)" in obs
+    code_tasks = 0
+    for seed in range(6):
+        obs, _ = env.reset(seed=seed)
+        done = False
+        while not done:
+            a = env.unwrapped.expert_action()
+            obs, r, te, tr, info = env.step(a)
+            if '"python"' in a:
+                code_tasks += 1
+                assert info["action_valid"] and obs.strip().isdigit()
+            done = te or tr
+        assert info["success"]
+    assert code_tasks >= 1
+    env.reset(seed=0)
+    obs, r, te, tr, info = env.step(format_tool_call("python", {"code": "open('/etc/shadow').read()"}))
+    assert te is False and info["error"] and "Error" in obs
