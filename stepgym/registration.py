@@ -94,6 +94,38 @@ BUILTINS: list[EnvInfo] = [
         entry_point="stepgym.envs.household:HouseholdEnv",
         family="world",
     ),
+    EnvInfo(
+        id="stepgym/PaperSearch-v0",
+        description="Find all papers relevant to a research query with search and citation expansion",
+        max_steps=15,
+        reward_range=(-1.0, 1.0),
+        entry_point="stepgym.envs.papersearch:PaperSearchEnv",
+        family="tools",
+    ),
+    EnvInfo(
+        id="stepgym/ConnectFour-v0",
+        description="Connect-four as text against a heuristic opponent (PettingZoo AEC version too)",
+        max_steps=30,
+        reward_range=(0.0, 1.0),
+        entry_point="stepgym.envs.boardgames:ConnectFourEnv",
+        family="games",
+    ),
+    EnvInfo(
+        id="stepgym/Negotiation-v0",
+        description="Split a pool of items with private values against a rule-based negotiator (PettingZoo parallel version too)",
+        max_steps=6,
+        reward_range=(0.0, 1.0),
+        entry_point="stepgym.envs.negotiation:NegotiationEnv",
+        family="games",
+    ),
+    EnvInfo(
+        id="stepgym/TicTacToe-v0",
+        description="Tic-tac-toe as text against a minimax opponent (PettingZoo AEC version too)",
+        max_steps=12,
+        reward_range=(0.0, 1.0),
+        entry_point="stepgym.envs.boardgames:TicTacToeEnv",
+        family="games",
+    ),
     # -- more built-ins below this line (keep this marker) --
 ]
 
