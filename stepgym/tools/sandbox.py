@@ -169,7 +169,7 @@ _lim(resource.RLIMIT_AS, cfg["mem"])
 _lim(resource.RLIMIT_FSIZE, cfg["fsize"])
 _lim(resource.RLIMIT_NPROC, cfg["nproc"])
 _lim(resource.RLIMIT_NOFILE, cfg["nofile"])
-import linecache, traceback
+import linecache
 linecache.cache["<code>"] = (len(src), None, src.splitlines(True), "<code>")
 if cfg["guard"]:
     # Imports compile from source: cached bytecode would need marshal, which the guard
@@ -246,6 +246,7 @@ except BaseException as e:
             f.flush()
         except BaseException:
             pass
+    import traceback
     traceback.print_exception(type(e), e, tb)
     sys.stderr.flush()
     os._exit(1)
@@ -462,9 +463,16 @@ class Sandbox:
 
     # -- internals ------------------------------------------------------------------
     def _run(self, code: str, t0: float) -> RunResult:
-        lim = self.limits
         if not isinstance(code, str):
             return RunResult(isolation=self.isolation, error=f"code must be a str, got {type(code).__name__}")
+        started = self._spawn(t0)
+        if isinstance(started, RunResult):
+            return started
+        return self._finish(started[0], started[1], code, t0)
+
+    def _spawn(self, t0: float) -> tuple[subprocess.Popen, str | None] | RunResult:
+        """Start a sandboxed child that waits for its code on stdin."""
+        lim = self.limits
         workdir: str | None = None
         uid = gid = None
         if self.isolation == "bwrap":
@@ -512,6 +520,10 @@ class Sandbox:
                 shutil.rmtree(workdir, ignore_errors=True)
             return RunResult(isolation=self.isolation, error=f"could not start the sandbox: {exc}",
                              wall_s=time.monotonic() - t0)
+        return proc, workdir
+
+    def _finish(self, proc: subprocess.Popen, workdir: str | None, code: str, t0: float) -> RunResult:
+        """Hand ``code`` to a started child, collect the result, clean up everything."""
         try:
             return self._communicate(proc, code.encode("utf-8", "replace"), t0)
         finally:
