@@ -277,3 +277,19 @@ def test_approx_kl_stat_is_zero_on_policy():
     _, stats = step_policy_loss(lp, lp.detach() - 0.5, torch.ones(1, 2), torch.tensor([1.0]))
     # k3 of KL(old || new) per token with r = e^0.5: (r - 1) - log r = 1.648721 - 1 - 0.5 = 0.148721
     assert math.isclose(stats["approx_kl"], 0.148721, abs_tol=1e-5)
+
+
+def test_algorithm_doc_example_runs_and_names_exist():
+    import re
+    from pathlib import Path
+
+    from steppo import advantages as adv_mod
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "algorithm.md").read_text()
+    for block in re.findall(r"```python\n(.*?)```", doc, re.S):
+        scope: dict = {}
+        exec(block, scope)  # noqa: S102 - the doc's own example
+        assert torch.isfinite(scope["policy_loss"]) and scope["logprobs"].grad is not None
+    # every function the page names exists in the module it is listed under
+    for name in set(re.findall(r"`([a-z_]+(?:_advantages|_gae|_loss|_penalty|_normalize|_returns))\b", doc)):
+        assert hasattr(adv_mod, name) or hasattr(loss_mod, name), name
