@@ -62,6 +62,7 @@ __all__ = [
     "TokenBudget",
     "ChatMessages",
     "TokenCounter",
+    "clean_text",
 ]
 
 
@@ -152,6 +153,25 @@ class TokenCounter:
         return [(int(i * step), int((i + 1) * step) if i < n - 1 else len(text)) for i in range(n)]
 
 
+def clean_text(text: Any) -> str:
+    """``text`` as a ``str`` any tokenizer accepts: lone surrogates become U+FFFD.
+
+    Model output decoded from tokens is always valid, but an env or a hand-written action
+    may carry a lone surrogate, which Hugging Face tokenizers reject with a TypeError.
+
+    Example:
+        >>> clean_text("ok \udc80")
+        'ok \ufffd'
+    """
+    if not isinstance(text, str):
+        text = str(text)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", errors="surrogatepass").decode("utf-8", errors="replace")
+    return text
+
+
 # -- the shared machinery -------------------------------------------------------------
 class _ContextWrapper(gym.Wrapper):
     """Keeps the transcript and builds the prompt; subclasses choose what is shown."""
@@ -195,14 +215,14 @@ class _ContextWrapper(gym.Wrapper):
     # gymnasium ---------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         obs, info = self.env.reset(seed=seed, options=options)
-        self._task = obs if isinstance(obs, str) else str(obs)
+        self._task = clean_text(obs)
         self._steps = []
         self._on_reset()
         return self._emit(info)
 
     def step(self, action: Any):
         obs, reward, terminated, truncated, info = self.env.step(action)
-        self._steps.append((action if isinstance(action, str) else str(action), obs if isinstance(obs, str) else str(obs)))
+        self._steps.append((clean_text(action), clean_text(obs)))
         prompt, info = self._emit(info)
         return prompt, reward, terminated, truncated, info
 
@@ -501,8 +521,7 @@ class TokenBudget(_ContextWrapper):
 
     def step(self, action: Any):
         obs, reward, terminated, truncated, info = self.env.step(action)
-        a = action if isinstance(action, str) else str(action)
-        o = obs if isinstance(obs, str) else str(obs)
+        a, o = clean_text(action), clean_text(obs)
         self._steps.append((a, o))
         c = self._piece_count(len(self._steps) - 1, a, o)
         self._counts.append(c)

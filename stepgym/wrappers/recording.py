@@ -12,10 +12,12 @@ sub-envs of a vector env), ``episode`` counts episodes within a run.
 
 Safety: lines of an episode are kept in memory and written with a single ``os.write``
 on an ``O_APPEND`` descriptor when the episode ends (or at the next ``reset``/``close``),
-so a process killed mid-episode loses that episode but never leaves a half-written line
-behind, and several processes can append to one file. Should a write still be cut short
-(disk full), the next open removes the partial tail and :func:`read_trajectories` skips
-it. Any text a model emits is recorded: lone surrogates become ``\\udXXX`` escapes
+so a process killed mid-episode (while the model generates, where rollouts spend their
+time) loses that episode but leaves no half-written line behind, and several processes
+can append to one file. A write can still be cut short when the kill lands inside that one
+``write`` call of a large episode (Linux stops a write to a file page by page on SIGKILL)
+or the disk fills up; the next open by this wrapper removes such a partial tail and
+:func:`read_trajectories` skips it. Any text a model emits is recorded: lone surrogates become ``\\udXXX`` escapes
 instead of crashing the writer, and values JSON cannot hold are written as their ``repr``.
 """
 
