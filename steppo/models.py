@@ -221,7 +221,7 @@ def tiny_corpus(extra: Iterable[str] = ()) -> list[str]:
 
     Printable ASCII, ChatML framing, tool-call JSON in every format stepgym parses, arithmetic,
     Python snippets and plain English agent vocabulary, plus ``extra`` texts (the build script
-    adds ToolUse-v0 observations and expert actions when that env is installed).
+    adds observations and expert actions of stepgym's built-in envs).
 
     Example:
         >>> docs = tiny_corpus()
@@ -353,29 +353,48 @@ def _write_tiny_files(extra: Iterable[str] = ()) -> None:
     tok.backend_tokenizer.save(str(TINY_TOKENIZER_FILE), pretty=False)
 
 
-def _tooluse_texts(episodes: int = 200) -> list[str]:
-    """Observations and expert actions of ToolUse-v0 (all difficulties), if the env exists."""
-    try:
-        import stepgym
-    except ImportError:  # pragma: no cover
-        return []
+def _episode_texts(env_id: str, episodes: int, max_steps: int = 30, **kwargs: Any) -> list[str]:
+    """Observations and expert actions of ``episodes`` expert episodes (seeds 0..episodes-1)."""
+    import stepgym
+
     texts: list[str] = []
-    for difficulty in ("easy", "medium", "hard"):
-        try:
-            env = stepgym.make("stepgym/ToolUse-v0", difficulty=difficulty)
-        except Exception:  # noqa: BLE001 - the env may not exist in this checkout
-            return texts
-        for seed in range(episodes // 3 + 1):
+    try:
+        env = stepgym.make(env_id, **kwargs)
+    except Exception:  # noqa: BLE001 - the env may not exist (or need an extra) in this checkout
+        return texts
+    try:
+        for seed in range(episodes):
             obs, _ = env.reset(seed=seed)
             texts.append(obs)
-            for _ in range(20):
+            for _ in range(max_steps):
                 action = env.unwrapped.expert_action()
                 texts.append(action)
                 obs, _, terminated, truncated, _ = env.step(action)
                 texts.append(obs)
                 if terminated or truncated:
                     break
+    except Exception:  # noqa: BLE001 - keep what was collected; the corpus is best effort
+        pass
+    finally:
         env.close()
+    return texts
+
+
+def _env_texts() -> list[str]:
+    """Text of expert episodes: ToolUse-v0 (the tiny model's main env) weighted most, then
+    a few episodes of every other built-in stepgym env that needs no extra."""
+    try:
+        import stepgym
+    except ImportError:  # pragma: no cover
+        return []
+    texts: list[str] = []
+    for difficulty in ("easy", "medium", "hard"):
+        for compact in (False, True):
+            texts += _episode_texts("stepgym/ToolUse-v0", 60, difficulty=difficulty, compact=compact)
+    texts += _episode_texts("stepgym/ToolUse-v0", 10, tools=("search", "lookup", "calculator", "python"))
+    for info in stepgym.list_envs():
+        if info.id.startswith("stepgym/") and info.id != "stepgym/ToolUse-v0" and not info.requires:
+            texts += _episode_texts(info.id, 8)
     return list(dict.fromkeys(texts))  # the tool list repeats in every task; keep one copy
 
 
@@ -614,5 +633,5 @@ if __name__ == "__main__":  # pragma: no cover - maintainer tool
     if sys.argv[1:] != ["build-tiny-tokenizer"]:
         print("usage: python -m steppo.models build-tiny-tokenizer")
         raise SystemExit(2)
-    _write_tiny_files(_tooluse_texts())
+    _write_tiny_files(_env_texts())
     print(f"wrote {TINY_CORPUS_FILE} and {TINY_TOKENIZER_FILE}")
