@@ -43,7 +43,9 @@ def wilson_interval(successes: int, n: int, z: float = _Z95) -> tuple[float, flo
     denom = 1.0 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    lo, hi = max(0.0, centre - half), min(1.0, centre + half)
+    # The bounds are exactly 0 and 1 at 0/n and n/n; floating point would give 1e-17 off.
+    return (0.0 if successes == 0 else lo), (1.0 if successes == n else hi)
 
 
 @dataclass(slots=True)

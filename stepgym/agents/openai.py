@@ -88,7 +88,8 @@ class OpenAIAgent(BaseAgent):
         model: model name the server knows (``OPENAI_MODEL`` if None).
         base_url: the server's base URL, ending in ``/v1`` (``OPENAI_BASE_URL`` if None).
         api_key: bearer token (``OPENAI_API_KEY`` if None; local servers need none).
-        temperature / top_p / max_tokens: sampling settings sent with each request.
+        temperature / top_p: sampling settings sent with each request.
+        max_tokens: completion tokens at most per action (None: the server's default).
         system_prompt: optional system message put first in every chat.
         history: keep each episode's chat (else send the latest observation only).
         tools: ``"auto"`` sends the tools listed in the observation as OpenAI ``tools`` and
@@ -117,7 +118,7 @@ class OpenAIAgent(BaseAgent):
         *,
         temperature: float = 0.7,
         top_p: float = 1.0,
-        max_tokens: int = 512,
+        max_tokens: int | None = None,
         system_prompt: str | None = None,
         history: bool = True,
         tools: str = "auto",
@@ -151,7 +152,7 @@ class OpenAIAgent(BaseAgent):
             raise InvalidConfig("concurrency", concurrency, "an int >= 1")
         self.temperature = float(temperature)
         self.top_p = float(top_p)
-        self.max_tokens = int(max_tokens)
+        self.max_tokens = None if max_tokens is None else int(max_tokens)
         self.system_prompt = system_prompt
         self.history = history
         self.tools_mode = tools
@@ -223,8 +224,9 @@ class OpenAIAgent(BaseAgent):
             "messages": messages,
             "temperature": self.temperature,
             "top_p": self.top_p,
-            "max_tokens": self.max_tokens,
         }
+        if self.max_tokens is not None:
+            body["max_tokens"] = self.max_tokens
         if self.seed is not None:
             body["seed"] = self.seed
         if tools and self.tools_mode == "auto":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from typing import IO, Any
 
@@ -15,6 +16,9 @@ __all__ = ["RandomAgent", "ExpertAgent", "HumanAgent", "UserQuit", "ADMISSIBLE_K
 
 #: info keys under which envs list the commands that are valid now (first one found is used).
 ADMISSIBLE_KEYS: tuple[str, ...] = ("admissible_commands", "valid_actions", "legal_actions", "available_actions")
+
+
+_WORD_RE = re.compile(r"[^\W_][\w'-]*")
 
 
 class UserQuit(AgentError):
@@ -81,8 +85,8 @@ class RandomAgent(BaseAgent):
         if found:
             self._tools[slot] = found
         tools = self._tools.get(slot)
-        words = [w.strip(".,:;!?()[]{}\"'") for w in observation.split()]
-        words = [w for w in words if len(w) >= 3 and w.isprintable()] or ["x"]
+        # Plain words only: fragments of tags or JSON would make every call malformed.
+        words = [w for w in _WORD_RE.findall(observation) if len(w) >= 3] or ["x"]
         if tools:
             tool = tools[int(self.rng.integers(len(tools)))]
             args = {k: self._value(v, words) for k, v in tool.parameters.get("properties", {}).items()}
