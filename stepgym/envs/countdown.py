@@ -18,7 +18,6 @@ Example:
 from __future__ import annotations
 
 import re
-from collections import Counter
 from fractions import Fraction
 from typing import Any, ClassVar
 
@@ -38,74 +37,29 @@ class ExpressionError(ValueError):
     """A submitted expression that is not a valid arithmetic expression over the numbers."""
 
 
-def _parse(tokens: list[str]) -> tuple[int | Fraction, list[int]]:
-    """Evaluate ``tokens`` (numbers as digit strings, operators normalised); return (value, numbers used)."""
-    pos = 0
-    used: list[int] = []
-    n = len(tokens)
+def _apply(op: str, a: int | Fraction, b: int | Fraction) -> int | Fraction:
+    if op == "+":
+        return a + b
+    if op == "-":
+        return a - b
+    if op == "*":
+        return a * b
+    if b == 0:
+        raise ExpressionError("division by zero")
+    if type(a) is int and type(b) is int and a % b == 0:
+        return a // b
+    return Fraction(a) / b
 
-    def atom(depth: int) -> int | Fraction:
-        nonlocal pos
-        if pos >= n:
-            raise ExpressionError("the expression ends too early")
-        tok = tokens[pos]
-        if tok == "(":
-            if depth > _MAX_DEPTH:
-                raise ExpressionError("brackets nested too deeply")
-            pos += 1
-            value = expr(depth + 1)
-            if pos >= n or tokens[pos] != ")":
-                raise ExpressionError("a '(' is not closed")
-            pos += 1
-            return value
-        if tok.isdigit():
-            pos += 1
-            v = int(tok)
-            used.append(v)
-            return v
-        if tok == "-" or tok == "+":
-            raise ExpressionError("signs before numbers are not allowed; use only the given numbers")
-        raise ExpressionError(f"unexpected {tok!r}")
 
-    def term(depth: int) -> int | Fraction:
-        nonlocal pos
-        value = atom(depth)
-        while pos < n and (tokens[pos] == "*" or tokens[pos] == "/"):
-            op = tokens[pos]
-            pos += 1
-            rhs = atom(depth)
-            if op == "*":
-                value = value * rhs
-            else:
-                if rhs == 0:
-                    raise ExpressionError("division by zero")
-                if isinstance(value, int) and isinstance(rhs, int) and value % rhs == 0:
-                    value = value // rhs
-                else:
-                    value = Fraction(value) / rhs
-        return value
-
-    def expr(depth: int) -> int | Fraction:
-        nonlocal pos
-        value = term(depth)
-        while pos < n and (tokens[pos] == "+" or tokens[pos] == "-"):
-            op = tokens[pos]
-            pos += 1
-            rhs = term(depth)
-            value = value + rhs if op == "+" else value - rhs
-        return value
-
-    value = expr(0)
-    if pos != n:
-        raise ExpressionError(f"unexpected {tokens[pos]!r}" if tokens[pos] != ")" else "a ')' has no matching '('")
-    return value, used
+_PREC = {"+": 1, "-": 1, "*": 2, "/": 2}
 
 
 def evaluate_expression(text: str) -> tuple[int | Fraction, list[int]]:
     """Safely evaluate an arithmetic expression; return its exact value and the numbers it uses.
 
     Accepts non-negative integers, ``+ - * /`` (also ``× ÷ x −``), brackets and spaces; a
-    trailing ``= N`` is ignored. Raises :class:`ExpressionError` on anything else.
+    trailing ``= N`` is ignored. Raises :class:`ExpressionError` on anything else. One
+    shunting-yard pass over the tokens: no recursion, so nesting depth cannot blow the stack.
 
     Example:
         >>> evaluate_expression("(25 - 5) * 4 / 8 = 10")
@@ -115,23 +69,64 @@ def evaluate_expression(text: str) -> tuple[int | Fraction, list[int]]:
     """
     if "=" in text:
         text = text.split("=", 1)[0]
-    raw = _TOKENS.findall(text)
-    if not raw:
+    tokens = _TOKENS.findall(text)
+    if not tokens:
         raise ExpressionError("the expression is empty")
-    if len(raw) > _MAX_TOKENS:
+    if len(tokens) > _MAX_TOKENS:
         raise ExpressionError(f"the expression has more than {_MAX_TOKENS} tokens")
-    tokens = []
-    for tok in raw:
-        if tok.isdigit():
-            if not tok.isascii() or len(tok) > 9:
-                raise ExpressionError(f"{tok[:12]!r} is not one of the given numbers")
-            tokens.append(tok)
-        else:
-            op = _OPS.get(tok)
-            if op is None:
+    values: list[int | Fraction] = []
+    ops: list[str] = []
+    used: list[int] = []
+    expect_operand = True
+    prec = _PREC
+    for tok in tokens:
+        if expect_operand:
+            if tok.isdigit():
+                if not tok.isascii() or len(tok) > 9:
+                    raise ExpressionError(f"{tok[:12]!r} is not one of the given numbers")
+                v = int(tok)
+                values.append(v)
+                used.append(v)
+                expect_operand = False
+            elif tok == "(":
+                ops.append(tok)
+                if len(ops) > _MAX_DEPTH:
+                    raise ExpressionError("brackets nested too deeply")
+            elif _OPS.get(tok) in ("+", "-"):
+                raise ExpressionError("signs before numbers are not allowed; use only the given numbers")
+            elif tok in _OPS:
+                raise ExpressionError(f"unexpected {tok!r}")
+            else:
                 raise ExpressionError(f"unexpected character {tok!r}; use digits, + - * / and brackets")
-            tokens.append(op)
-    return _parse(tokens)
+            continue
+        if tok == ")":
+            while ops and ops[-1] != "(":
+                b = values.pop()
+                values.append(_apply(ops.pop(), values.pop(), b))
+            if not ops:
+                raise ExpressionError("a ')' has no matching '('")
+            ops.pop()
+            continue
+        op = _OPS.get(tok)
+        if op == "(" or tok.isdigit():
+            raise ExpressionError(f"unexpected {tok[:12]!r} after a number; put an operator between them")
+        if op is None:
+            raise ExpressionError(f"unexpected character {tok!r}; use digits, + - * / and brackets")
+        p = prec[op]
+        while ops and ops[-1] != "(" and prec[ops[-1]] >= p:
+            b = values.pop()
+            values.append(_apply(ops.pop(), values.pop(), b))
+        ops.append(op)
+        expect_operand = True
+    if expect_operand:
+        raise ExpressionError("the expression ends too early")
+    while ops:
+        op = ops.pop()
+        if op == "(":
+            raise ExpressionError("a '(' is not closed")
+        b = values.pop()
+        values.append(_apply(op, values.pop(), b))
+    return values[0], used
 
 
 def solve_countdown(numbers: list[int], target: int, use_all: bool = False) -> str | None:
@@ -240,7 +235,6 @@ class CountdownEnv(StepEnv):
         self.use_all = bool(use_all)
         self.numbers: list[int] = []
         self.target = 0
-        self._counts: Counter[int] = Counter()
         self._solution: str | None = None
         self._task = ""
 
@@ -296,7 +290,6 @@ class CountdownEnv(StepEnv):
             self.numbers, self.target, self._solution = list(nums), target, None
         else:
             self._generate()
-        self._counts = Counter(self.numbers)
         rule = "every number exactly once" if self.use_all else "each number at most once"
         nums = ", ".join(map(str, self.numbers))
         self._task = f"Numbers: {nums}. Target: {self.target}."
@@ -314,19 +307,25 @@ class CountdownEnv(StepEnv):
             value, used = evaluate_expression(text)
         except ExpressionError as exc:
             return self._invalid(action, str(exc))
-        counts = Counter(used)
-        extra = counts - self._counts
-        if extra:
-            bad = sorted(extra.elements())
+        # Each given number at most once: remove used numbers from a copy of the pool
+        # (lists of 2-6 numbers: cheaper than Counter arithmetic).
+        pool = list(self.numbers)
+        missing = []
+        for v in used:
+            try:
+                pool.remove(v)
+            except ValueError:
+                missing.append(v)
+        if missing:
+            missing.sort()
             msg = (
-                f"{', '.join(map(str, bad))} "
-                + ("is" if len(bad) == 1 else "are")
-                + " not available (numbers can be used once each)"
+                f"{', '.join(map(str, missing))} "
+                + ("is" if len(missing) == 1 else "are")
+                + " not available (the given numbers can be used once each)"
             )
             return self._invalid(action, msg)
-        if self.use_all and counts != self._counts:
-            missing = sorted((self._counts - counts).elements())
-            return self._invalid(action, f"every number must be used; missing {', '.join(map(str, missing))}")
+        if self.use_all and pool:
+            return self._invalid(action, f"every number must be used; missing {', '.join(map(str, sorted(pool)))}")
         shown = str(value) if isinstance(value, int) or value.denominator == 1 else f"{value} (= {float(value):.4g})"
         info = {"value": shown}
         if value == self.target:
