@@ -501,6 +501,14 @@ def _materialise_smollm2(target: Path) -> Path:
 # ----------------------------------------------------------------------------- public API
 
 
+def _local_source(spec: str) -> str:
+    """A model folder, or a ``stepgym train``/``sft`` output dir holding one in ``policy/``."""
+    path = Path(spec).expanduser()
+    if not (path / "config.json").exists() and (path / "policy" / "config.json").exists():
+        return str(path / "policy")
+    return str(path)
+
+
 def load_tokenizer(spec: str, *, cache_dir: str | os.PathLike | None = None) -> PreTrainedTokenizerBase:
     """Load only the tokenizer of a model spec (see :func:`load_model` for the specs).
 
@@ -521,7 +529,7 @@ def load_tokenizer(spec: str, *, cache_dir: str | os.PathLike | None = None) -> 
     if kind == "smollm2-135m":
         return AutoTokenizer.from_pretrained(_materialise_smollm2(_smollm2_dir(cache_dir)))
     try:
-        return AutoTokenizer.from_pretrained(str(Path(spec).expanduser()) if kind == "path" else spec)
+        return AutoTokenizer.from_pretrained(_local_source(spec) if kind == "path" else spec)
     except (OSError, ValueError) as exc:
         raise _bad_spec(spec, f"{type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
 
@@ -536,7 +544,9 @@ def load_model(
     """Load a causal LM and its tokenizer from a spec.
 
     Args:
-        spec: ``"tiny"``, ``"smollm2-135m"``, a local model directory, or a Hugging Face id.
+        spec: ``"tiny"``, ``"smollm2-135m"`` (case-insensitive; they win over a folder of the
+            same name, write ``./tiny`` for that), a local model directory (a training run's
+            output dir works too: its ``policy/`` folder is loaded), or a Hugging Face id.
         seed: seeds the random initialisation of ``"tiny"`` (and any freshly initialised
             weights of other specs); the caller's global torch RNG state is left untouched.
         cache_dir: where ``"smollm2-135m"`` is materialised (default :func:`default_cache_dir`).
@@ -570,7 +580,7 @@ def load_model(
     if kind == "smollm2-135m":
         source: str = str(_materialise_smollm2(_smollm2_dir(cache_dir)))
     else:
-        source = str(Path(spec).expanduser()) if kind == "path" else spec
+        source = _local_source(spec) if kind == "path" else spec
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
         with _seeded(seed):

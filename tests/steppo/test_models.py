@@ -106,6 +106,15 @@ def test_local_path_round_trip(tmp_path):
     assert load_tokenizer(str(tmp_path)).get_vocab() == tok.get_vocab()
 
 
+def test_run_dir_loads_its_policy_folder(tmp_path):
+    # `stepgym train --out RUN` keeps the latest policy in RUN/policy
+    model, tok = load_model("tiny", seed=4)
+    model.save_pretrained(tmp_path / "policy")
+    tok.save_pretrained(tmp_path / "policy")
+    loaded, _ = load_model(str(tmp_path))
+    assert _same_weights(model, loaded)
+
+
 def test_dtype_option():
     model, _ = load_model("tiny", dtype="bfloat16")
     assert model.dtype == torch.bfloat16
