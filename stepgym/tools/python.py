@@ -75,7 +75,7 @@ class PythonTool:
 
     def __init__(
         self,
-        timeout_s: float = 10.0,
+        timeout_s: float = 5.0,
         *,
         cpu_s: int | None = None,
         memory_mb: int = 512,

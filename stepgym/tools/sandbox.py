@@ -336,6 +336,7 @@ def _bwrap_argv(bwrap: str, as_root: bool, tmp_bytes: int) -> list[str]:
             argv += ["--symlink", os.readlink(top), top]
         elif os.path.isdir(top):
             argv += ["--ro-bind", top, top]
+    argv += ["--perms", "0755", "--dir", "/etc"]
     for f in ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/localtime"):
         argv += ["--ro-bind-try", f, f]
     made: set[str] = {"/", "/usr", "/tmp", "/proc", "/dev", "/etc"}
