@@ -85,6 +85,11 @@ def _step_mean(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch
     return per_step[real].sum() / real.sum().clamp(min=1).to(x.dtype), per_step
 
 
+def _acc_dtype(x: torch.Tensor) -> torch.dtype:
+    # bf16/fp16 log-probs are summed over hundreds of tokens: accumulate in float32 (float64 stays).
+    return x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
+
+
 def _zero_pad(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     # torch.where (not x * mask): padding may hold -inf / NaN log-probs, and 0 * inf = NaN.
     return torch.where(mask, x, torch.zeros_like(x))
@@ -152,13 +157,13 @@ def step_policy_loss(
     """
     mask = _check_token_tensors(logprobs, old_logprobs, response_mask)
     _check_clips(clip_low, clip_high)
-    adv = torch.as_tensor(advantages, dtype=logprobs.dtype, device=logprobs.device).detach()
+    adv = torch.as_tensor(advantages, dtype=_acc_dtype(logprobs), device=logprobs.device).detach()
     if adv.shape != logprobs.shape[:1]:
         raise InvalidArgument(
             f"advantages: expected one value per step, shape ({logprobs.shape[0]},), got {tuple(adv.shape)}"
         )
-    lp = _zero_pad(logprobs, mask)
-    old = _zero_pad(old_logprobs.detach().to(logprobs.dtype), mask)
+    lp = _zero_pad(logprobs.to(_acc_dtype(logprobs)), mask)
+    old = _zero_pad(old_logprobs.detach().to(lp.dtype), mask)
     n_tok = mask.sum(dim=-1)
     log_ratio_tok = lp - old
     log_w = log_ratio_tok.detach().sum(dim=-1) / n_tok.clamp(min=1).to(lp.dtype)  # [N], no grad
@@ -215,7 +220,7 @@ def token_policy_loss(
     """
     mask = _check_token_tensors(logprobs, old_logprobs, response_mask)
     _check_clips(clip_low, clip_high)
-    adv = torch.as_tensor(advantages, dtype=logprobs.dtype, device=logprobs.device).detach()
+    adv = torch.as_tensor(advantages, dtype=_acc_dtype(logprobs), device=logprobs.device).detach()
     if adv.shape == logprobs.shape[:1]:
         adv = adv[:, None].expand_as(logprobs)
     elif adv.shape != logprobs.shape:
@@ -224,8 +229,8 @@ def token_policy_loss(
             f"(per step), got {tuple(adv.shape)}"
         )
     adv = _zero_pad(adv, mask)
-    lp = _zero_pad(logprobs, mask)
-    old = _zero_pad(old_logprobs.detach().to(logprobs.dtype), mask)
+    lp = _zero_pad(logprobs.to(_acc_dtype(logprobs)), mask)
+    old = _zero_pad(old_logprobs.detach().to(lp.dtype), mask)
     log_ratio = lp - old
     # clamp keeps exp finite; clamp's gradient is 1 inside the range, so normal tokens are unaffected
     ratio = torch.exp(log_ratio.clamp(-_MAX_LOG_RATIO, _MAX_LOG_RATIO))
@@ -295,6 +300,7 @@ def value_loss(
             raise InvalidArgument(f"{name}: expected shape {tuple(values.shape)} (the shape of values), got {tuple(torch.as_tensor(t).shape)}")
     if clip is not None and clip < 0:
         raise InvalidArgument(f"clip: expected a value >= 0 or None, got {clip!r}")
+    values = values.to(_acc_dtype(values))
     m = torch.ones_like(values, dtype=torch.bool) if mask is None else torch.as_tensor(mask, device=values.device) != 0
     if m.shape != values.shape:
         raise InvalidArgument(f"mask: expected shape {tuple(values.shape)} (the shape of values), got {tuple(m.shape)}")
@@ -351,7 +357,8 @@ def kl_penalty(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.T
         0.1065
     """
     mask = _check_token_tensors(logprobs, ref_logprobs, mask)
-    d = _zero_pad(ref_logprobs.detach().to(logprobs.dtype), mask) - _zero_pad(logprobs, mask)
+    lp = logprobs.to(_acc_dtype(logprobs))
+    d = _zero_pad(ref_logprobs.detach().to(lp.dtype), mask) - _zero_pad(lp, mask)
     d = d.clamp(-_MAX_LOG_RATIO, _MAX_LOG_RATIO)
     k3 = _zero_pad(torch.expm1(d) - d, mask)
     return _step_mean(k3, mask)[0]

@@ -295,3 +295,18 @@ def test_algorithm_doc_example_runs_and_names_exist():
     assert {"step_gae", "token_gae", "step_policy_loss", "gigpo_advantages"} <= names
     for name in {n for n in names if not n.startswith("steppo")}:  # skip --algo names
         assert hasattr(adv_mod, name) or hasattr(loss_mod, name), name
+
+
+def test_low_precision_inputs_accumulate_in_float32():
+    lp32 = torch.randn(3, 50) * 0.01 - 2.0
+    old = lp32 + 0.01 * torch.randn(3, 50)
+    lp16 = lp32.to(torch.bfloat16).requires_grad_(True)
+    adv = torch.tensor([1.0, -0.5, 2.0])
+    loss, _ = step_policy_loss(lp16, old.to(torch.bfloat16), torch.ones(3, 50), adv)
+    ref, _ = step_policy_loss(lp16.detach().float(), old.to(torch.bfloat16).float(), torch.ones(3, 50), adv)
+    assert loss.dtype == torch.float32 and math.isclose(loss.item(), ref.item(), rel_tol=1e-6)
+    loss.backward()
+    assert lp16.grad.dtype == torch.bfloat16 and torch.isfinite(lp16.grad.float()).all()
+    v = torch.tensor([1.0, 2.0], dtype=torch.bfloat16, requires_grad=True)
+    vl, _ = value_loss(v, v.detach(), torch.tensor([0.0, 0.0]))
+    assert vl.dtype == torch.float32 and math.isclose(vl.item(), 0.5 * (1 + 4) / 2)
