@@ -131,13 +131,13 @@ def _masked_gae(
 def _prepare_gae(rewards, values, mask, gamma, lam, bootstrap):
     r = _as_float(rewards, "rewards")
     _check_2d("rewards", r)
-    v = _as_float(values, "values").to(r.dtype)
+    v = _as_float(values, "values").to(device=r.device, dtype=r.dtype)
     _check_same_shape("values", v, "rewards", r)
     m = _as_mask(mask, r)
     _check_discount(gamma, lam)
     b = None
     if bootstrap is not None:
-        b = _as_float(bootstrap, "bootstrap").to(r.dtype).reshape(-1)
+        b = _as_float(bootstrap, "bootstrap").to(device=r.device, dtype=r.dtype).reshape(-1)
         if b.shape[0] != r.shape[0]:
             raise InvalidArgument(
                 f"bootstrap: expected one value per trajectory, shape ({r.shape[0]},), got {tuple(b.shape)}"
@@ -492,10 +492,10 @@ def gigpo_advantages(
     scores = _as_float(traj_scores, "traj_scores")
     _check_1d("traj_scores", scores)
     _group_len_check("traj_group_ids", traj_group_ids, scores.shape[0])
-    G = _as_float(step_returns, "step_returns").to(scores.dtype)
+    G = _as_float(step_returns, "step_returns").to(device=scores.device, dtype=scores.dtype)
     _check_1d("step_returns", G)
     _group_len_check("step_anchor_ids", step_anchor_ids, G.shape[0])
-    tidx = torch.as_tensor(step_traj_index, dtype=torch.long)
+    tidx = torch.as_tensor(step_traj_index, dtype=torch.long, device=scores.device)
     _check_1d("step_traj_index", tidx, G.shape[0])
 
     episode = grpo_advantages(scores, traj_group_ids, std_normalize=std_normalize, eps=eps)
@@ -531,7 +531,7 @@ def place_step_rewards(step_rewards: torch.Tensor, step_mask: torch.Tensor, toke
     r = _as_float(step_rewards, "step_rewards")
     _check_2d("step_rewards", r)
     m = _as_mask(step_mask, r, "step_mask")
-    n = torch.as_tensor(tokens_per_step, dtype=torch.long)
+    n = torch.as_tensor(tokens_per_step, dtype=torch.long, device=r.device)
     _check_same_shape("tokens_per_step", n, "step_rewards", r)
     n = torch.where(m, n, torch.zeros_like(n))
     if bool(((n < 1) & m).any()):
@@ -540,7 +540,7 @@ def place_step_rewards(step_rewards: torch.Tensor, step_mask: torch.Tensor, toke
     width = int(n.sum(dim=1).max()) if length is None else length
     if width < int(n.sum(dim=1).max()):
         raise InvalidArgument(f"length: expected at least {int(n.sum(dim=1).max())} tokens, got {width}")
-    out = torch.zeros(r.shape[0], width, dtype=r.dtype)
+    out = torch.zeros(r.shape[0], width, dtype=r.dtype, device=r.device)
     rows, cols = torch.nonzero(m, as_tuple=True)
     out[rows, ends[rows, cols]] = r[rows, cols]
     return out

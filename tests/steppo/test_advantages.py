@@ -296,3 +296,21 @@ def test_gigpo_all_singletons_no_nan():
     assert out.tolist() == [0.0, 0.0]
     with pytest.raises(InvalidArgument, match="step_anchor_ids"):
         gigpo_advantages(torch.tensor([3.0]), [0], torch.tensor([3.0, 1.0]), ["x"], torch.tensor([0, 0]))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_results_match_cpu():
+    dev = torch.device("cuda")
+    r, v, m = _two_trajs()
+    for fn in (step_gae, token_gae):
+        cpu = fn(r, v, m, gamma=0.9, lam=0.5, bootstrap=torch.tensor([2.0, 0.0]))
+        gpu = fn(r.to(dev), v.to(dev), m.to(dev), gamma=0.9, lam=0.5, bootstrap=torch.tensor([2.0, 0.0]))
+        assert all(g.device.type == "cuda" and close(g.cpu(), c) for g, c in zip(gpu, cpu))
+    assert close(grpo_advantages(SCORES.to(dev), GROUPS).cpu(), grpo_advantages(SCORES, GROUPS))
+    assert close(rloo_advantages(SCORES.to(dev), GROUPS).cpu(), rloo_advantages(SCORES, GROUPS))
+    assert close(masked_normalize(r.to(dev), m.to(dev)).cpu(), masked_normalize(r, m))
+    out = gigpo_advantages(SCORES[:2].to(dev), [0, 0], torch.tensor([1.0, 0.0], device=dev), ["s", "s"],
+                           torch.tensor([0, 1]))
+    assert out.device.type == "cuda" and close(out.cpu(), [1.414214, -1.414214])
+    placed = place_step_rewards(torch.ones(1, 2, device=dev), torch.ones(1, 2, device=dev), torch.tensor([[1, 2]]))
+    assert placed.device.type == "cuda" and placed.cpu().tolist() == [[1.0, 0.0, 1.0]]

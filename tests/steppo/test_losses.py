@@ -310,3 +310,23 @@ def test_low_precision_inputs_accumulate_in_float32():
     v = torch.tensor([1.0, 2.0], dtype=torch.bfloat16, requires_grad=True)
     vl, _ = value_loss(v, v.detach(), torch.tensor([0.0, 0.0]))
     assert vl.dtype == torch.float32 and math.isclose(vl.item(), 0.5 * (1 + 4) / 2)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_losses_match_cpu():
+    dev = torch.device("cuda")
+    lp, old, mask = _step_batch()
+    adv = torch.tensor([1.0, -1.0])
+    cpu_loss, cpu_stats = step_policy_loss(lp, old, mask, adv)
+    lp_gpu = lp.detach().to(dev).requires_grad_(True)
+    gpu_loss, gpu_stats = step_policy_loss(lp_gpu, old.to(dev), mask.to(dev), adv)
+    gpu_loss.backward()
+    cpu_loss.backward()
+    assert math.isclose(gpu_loss.item(), cpu_loss.item(), rel_tol=1e-5)
+    assert close(lp_gpu.grad.cpu(), lp.grad) and gpu_stats["n_tokens"] == cpu_stats["n_tokens"]
+    tok, _ = token_policy_loss(lp_gpu, old.to(dev), mask.to(dev), adv.to(dev))
+    assert torch.isfinite(tok)
+    vl, _ = value_loss(torch.ones(3, device=dev), torch.zeros(3, device=dev), torch.zeros(3))
+    # V = 1, V_old = 0, R = 0 (a CPU tensor: moved to the values' device): max(1, 0.5^2) -> 0.5 * 1
+    assert math.isclose(vl.item(), 0.5, rel_tol=1e-6)
+    assert kl_penalty(lp_gpu, old.to(dev).nan_to_num(0.0), mask.to(dev)).item() >= 0
