@@ -49,7 +49,13 @@ __all__ = ["NegotiationGame", "NegotiationEnv", "negotiation_parallel", "parse_n
 ITEM_NAMES = ("books", "hats", "balls", "pens", "cups")
 AGENTS = ("agent_0", "agent_1")
 _NUM = re.compile(r"\d+")
-_PAIR = re.compile(r"([a-z]+)\s*[=:]?\s*(\d+)|(\d+)\s*([a-z]+)")
+
+
+@lru_cache(maxsize=None)
+def _pair_re(items: tuple[str, ...]) -> re.Pattern[str]:
+    """``name = N`` or ``N name`` pairs, for the item names only (so "and 3 balls" reads 3 balls)."""
+    names = "|".join(sorted({w for item in items for w in (item, item.rstrip("s"))}, key=len, reverse=True))
+    return re.compile(rf"\b({names})\s*[=:]?\s*(\d+)|(\d+)\s*({names})\b")
 
 
 def parse_negotiation_action(text: str, pool: tuple[int, ...], items: tuple[str, ...]) -> tuple[int, ...] | str | None:
@@ -73,7 +79,7 @@ def parse_negotiation_action(text: str, pool: tuple[int, ...], items: tuple[str,
     if body.startswith("take "):
         body = body[5:]
     claims: list[int] | None = None
-    pairs = _PAIR.findall(body)
+    pairs = _pair_re(items).findall(body)
     named = {}
     for name, n1, n2, name2 in pairs:
         word = name or name2
