@@ -202,7 +202,9 @@ class TrainConfig(CommonConfig):
     eval_temperature: float = _f(0.0, "sampling temperature of evaluation (0 = greedy)", min=0.0)
     save_every: int = _f(5, "checkpoint every K iterations (0 = only at the end)", min=0)
     keep_checkpoints: int = _f(2, "checkpoints kept on disk", min=1)
+    eval_before: bool = _f(True, "evaluate before the first iteration too (row 0 of metrics.jsonl)")
     resume: bool = _f(False, "continue the run in --out from its latest checkpoint")
+    overwrite: bool = _f(False, "start over in an --out that already holds a run (its files are replaced)")
     tensorboard: bool = _f(True, "write TensorBoard event files into OUT/tb")
 
     family: ClassVar[str] = "train"

@@ -296,6 +296,8 @@ class InProcessCollector(RolloutCollector):
         self.prompt_builder = prompt_builder
         self.num_envs = num_envs
         self.envs: list[gym.Env] = []
+        #: polled between env steps; when it returns True the collection stops early
+        self.should_stop: Callable[[], bool] | None = None
 
     def _env(self, k: int) -> gym.Env:
         while len(self.envs) <= k:
@@ -329,6 +331,8 @@ class InProcessCollector(RolloutCollector):
         for slot in range(min(self.num_envs, len(seeds))):
             start(slot)
         while live:
+            if self.should_stop is not None and self.should_stop():
+                break
             slots = sorted(live)
             prompts: list[list[int]] = []
             texts: list[str] = []

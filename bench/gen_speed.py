@@ -1,0 +1,111 @@
+"""Generation speed: the trainer's sampler vs Hugging Face ``generate(..., output_scores=True)``.
+
+Same model, same prompts (first-step prompts of ToolUse-v0 easy, chat template), same
+sampling (temperature 1, no top-k/top-p), same stopping (end of turn or ``</tool_call>``),
+same ``max_new_tokens``; generated tokens/s counts the tokens each row really produced up
+to its stop. Both run side by side in one process, alternating, best of ``--repeats``.
+
+    python bench/gen_speed.py --model smollm2-135m --batch 8 16 --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+
+def prompts_for(tok, n: int, difficulty: str = "easy") -> list[list[int]]:
+    import stepgym  # noqa: F401
+    from steppo.rollout import ChatPromptBuilder, make_env_fn
+
+    env = make_env_fn("stepgym/ToolUse-v0", {"difficulty": difficulty})()
+    pb = ChatPromptBuilder(tok)
+    out = []
+    for s in range(n):
+        obs, _ = env.reset(seed=s)
+        out.append(pb.build([obs], [])[0])
+    return out
+
+
+def run_ours(sampler, prompts, max_new, seed):
+    g = torch.Generator().manual_seed(seed)
+    t = time.perf_counter()
+    gens = sampler.generate(prompts, max_new_tokens=max_new, temperature=1.0, generator=g)
+    dt = time.perf_counter() - t
+    return sum(len(x.response_ids) for x in gens), dt
+
+
+def run_hf(model, tok, prompts, max_new, seed, eos_ids, stop_strings):
+    B = len(prompts)
+    S = max(len(p) for p in prompts)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else eos_ids[0]
+    ids = torch.full((B, S), pad, dtype=torch.long)
+    att = torch.zeros((B, S), dtype=torch.long)
+    for i, p in enumerate(prompts):
+        ids[i, S - len(p):] = torch.tensor(p)
+        att[i, S - len(p):] = 1
+    torch.manual_seed(seed)
+    t = time.perf_counter()
+    with torch.inference_mode():
+        out = model.generate(input_ids=ids, attention_mask=att, do_sample=True, temperature=1.0, top_k=0, top_p=1.0,
+                             max_new_tokens=max_new, output_scores=True, return_dict_in_generate=True,
+                             pad_token_id=pad, eos_token_id=eos_ids, stop_strings=list(stop_strings) or None,
+                             tokenizer=tok)
+    dt = time.perf_counter() - t
+    gen = out.sequences[:, S:]
+    n = 0
+    for row in gen.tolist():
+        for k, tkn in enumerate(row):
+            n += 1
+            if tkn in eos_ids:
+                break
+            if stop_strings and any(s in tok.decode(row[: k + 1]) for s in stop_strings):
+                break
+    return n, dt
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--batch", type=int, nargs="+", default=[8, 16])
+    ap.add_argument("--max-new-tokens", type=int, default=64)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--stop", nargs="*", default=["</tool_call>"])
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    from rich.console import Console
+    from rich.table import Table
+
+    from steppo.models import load_model
+    from steppo.policy import Policy, Sampler, end_of_turn_ids
+
+    lm, tok = load_model(args.model, seed=0)
+    lm.eval()
+    pol = Policy(lm, tok, critic="none")
+    eos = end_of_turn_ids(tok, lm)
+    sampler = Sampler(pol, stop_strings=args.stop, eos_ids=eos)
+    table = Table(title=f"generation: {args.model}, max_new_tokens={args.max_new_tokens}, threads={args.threads}")
+    for col in ("batch", "prompt tokens (mean)", "HF generate tok/s", "steppo sampler tok/s", "speed-up"):
+        table.add_column(col, justify="right")
+    for B in args.batch:
+        prompts = prompts_for(tok, B)
+        run_ours(sampler, prompts[:2], 4, 0)  # warm-up
+        run_hf(lm, tok, prompts[:2], 4, 0, eos, args.stop)
+        ours, hf = [], []
+        for r in range(args.repeats):
+            n, dt = run_hf(lm, tok, prompts, args.max_new_tokens, r, eos, args.stop)
+            hf.append(n / dt)
+            n, dt = run_ours(sampler, prompts, args.max_new_tokens, r)
+            ours.append(n / dt)
+        o, h = max(ours), max(hf)
+        table.add_row(str(B), f"{statistics.mean(len(p) for p in prompts):.0f}", f"{h:.1f}", f"{o:.1f}", f"{o / h:.2f}x")
+        print(f"batch {B}: hf {['%.1f' % x for x in hf]} ours {['%.1f' % x for x in ours]}", flush=True)
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    main()

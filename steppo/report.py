@@ -1,0 +1,122 @@
+"""Run reports: learning-curve PNG (matplotlib, Agg), a rich summary table, a summary dict.
+
+Example:
+    >>> rows = [{"iteration": 0, "eval/success_rate": 0.1},
+    ...         {"iteration": 1, "charts/success_rate": 0.25, "eval/success_rate": 0.5}]
+    >>> summarize(rows)["eval_success_first"], summarize(rows)["eval_success_last"]
+    (0.1, 0.5)
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+__all__ = ["plot_learning_curve", "summary_table", "summarize", "read_metrics", "auc"]
+
+
+def read_metrics(path: str) -> list[dict[str, Any]]:
+    """Rows of ``metrics.jsonl`` (see :func:`steppo.trainer.read_metrics`)."""
+    from steppo.trainer import read_metrics as _rm
+
+    return _rm(path)
+
+
+def _series(rows: list[dict[str, Any]], key: str, x: str = "iteration") -> tuple[list[float], list[float]]:
+    xs, ys = [], []
+    for r in rows:
+        if key in r and r[key] is not None:
+            xs.append(float(r.get(x, 0)))
+            ys.append(float(r[key]))
+    return xs, ys
+
+
+def auc(xs: list[float], ys: list[float]) -> float:
+    """Normalised area under a curve (trapezoid rule / x range; the mean level for even spacing)."""
+    if len(xs) < 2:
+        return float(ys[0]) if ys else 0.0
+    area = sum((xs[i + 1] - xs[i]) * (ys[i + 1] + ys[i]) / 2 for i in range(len(xs) - 1))
+    return area / (xs[-1] - xs[0]) if xs[-1] != xs[0] else float(ys[-1])
+
+
+def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """First/last/best of the headline metrics of a run."""
+    out: dict[str, Any] = {}
+    for key, name in (("charts/success_rate", "train_success"), ("eval/success_rate", "eval_success"),
+                      ("charts/episode_return", "train_return"), ("charts/episode_length", "train_length"),
+                      ("charts/invalid_action_rate", "invalid_rate")):
+        xs, ys = _series(rows, key)
+        if ys:
+            out[f"{name}_first"] = ys[0]
+            out[f"{name}_last"] = ys[-1]
+            out[f"{name}_best"] = max(ys)
+            out[f"{name}_auc"] = auc(xs, ys)
+    xs, ys = _series(rows, "perf/iteration_s")
+    if ys:
+        out["seconds_total"] = sum(ys)
+    return out
+
+
+def plot_learning_curve(rows: list[dict[str, Any]], path: str, title: str = "") -> str:
+    """Success rate (train and eval), episode length and losses per iteration, as one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    ax = axes[0]
+    for key, label, style in (("charts/success_rate", "train", "-o"), ("eval/success_rate", "eval (held-out)", "-s")):
+        xs, ys = _series(rows, key)
+        if ys:
+            ax.plot(xs, ys, style, label=label, markersize=3)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("success rate")
+    ax.set_ylim(-0.02, 1.02)
+    ax.legend(loc="best", fontsize=8)
+    ax.set_title("success")
+    ax = axes[1]
+    for key, label in (("charts/episode_length", "steps/episode"), ("charts/invalid_action_rate", "invalid rate")):
+        xs, ys = _series(rows, key)
+        if ys:
+            ax.plot(xs, ys, "-o", label=label, markersize=3)
+    ax.set_xlabel("iteration")
+    ax.legend(loc="best", fontsize=8)
+    ax.set_title("behaviour")
+    ax = axes[2]
+    for key, label in (("losses/policy", "policy"), ("losses/value", "value"), ("losses/kl", "kl")):
+        xs, ys = _series(rows, key)
+        if ys:
+            ax.plot(xs, ys, "-", label=label)
+    ax.set_xlabel("iteration")
+    ax.legend(loc="best", fontsize=8)
+    ax.set_title("losses")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def summary_table(rows: list[dict[str, Any]], title: str = "summary"):
+    """A rich Table: headline metrics at the start, at the end, and best."""
+    from rich.table import Table
+
+    s = summarize(rows)
+    t = Table(title=title)
+    t.add_column("metric")
+    t.add_column("first", justify="right")
+    t.add_column("last", justify="right")
+    t.add_column("best", justify="right")
+    for name, label in (("eval_success", "eval success (held-out)"), ("train_success", "train success"),
+                        ("train_return", "train return"), ("train_length", "steps / episode"),
+                        ("invalid_rate", "invalid action rate")):
+        if f"{name}_first" in s:
+            t.add_row(label, f"{s[name + '_first']:.3f}", f"{s[name + '_last']:.3f}", f"{s[name + '_best']:.3f}")
+    if "seconds_total" in s:
+        t.caption = f"{len([r for r in rows if r.get('iteration', 0) > 0])} iterations, {s['seconds_total']:.0f} s"
+    return t

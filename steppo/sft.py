@@ -1,0 +1,144 @@
+"""Behaviour cloning from an env's expert: the warm start of RL training.
+
+Records ``episodes`` expert episodes (``env.unwrapped.expert_action()``), renders each
+step's prompt exactly as the RL rollouts do (:class:`~steppo.rollout.ChatPromptBuilder`),
+and trains cross-entropy on the expert's action tokens followed by the end-of-turn token.
+The result is a policy folder that ``stepgym train --init DIR`` starts from.
+
+Example:
+    >>> from steppo.config import SFTConfig
+    >>> from steppo.sft import run_sft
+    >>> res = run_sft(SFTConfig(model="tiny", episodes=2, epochs=1, out="/tmp/steppo-sft-doctest", progress=False))
+    >>> res["steps"] > 0 and res["final_loss"] > 0
+    True
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from stepgym.errors import InvalidArgument
+from steppo.config import SFTConfig, config_to_dict
+from steppo.policy import Policy, end_of_turn_ids, set_threads
+from steppo.rollout import ChatPromptBuilder, make_env_fn
+
+__all__ = ["collect_expert_steps", "run_sft", "sft_train"]
+
+#: SFT task seeds start here (RL training draws seeds from the same range; held-out eval seeds do not).
+SFT_SEED_BASE = 500_000
+
+
+def collect_expert_steps(env_fn, prompt_builder: ChatPromptBuilder, episodes: int, seed: int = 0,
+                         eos_id: int | None = None) -> list[tuple[list[int], list[int]]]:
+    """(prompt ids, target ids) of every expert step of ``episodes`` episodes."""
+    env = env_fn()
+    tok = prompt_builder.tokenizer
+    data: list[tuple[list[int], list[int]]] = []
+    try:
+        for e in range(episodes):
+            obs, info = env.reset(seed=SFT_SEED_BASE + seed * 10_007 + e)
+            observations, actions = [obs], []
+            done = False
+            while not done:
+                try:
+                    action = env.unwrapped.expert_action()
+                except NotImplementedError as exc:
+                    raise InvalidArgument(f"{type(env.unwrapped).__name__} has no expert_action(); "
+                                          "behaviour cloning needs one (or start RL from a model that already acts)") from exc
+                ids, _ = prompt_builder.build(observations, actions)
+                target = tok(action, add_special_tokens=False)["input_ids"]
+                if eos_id is not None:
+                    target = target + [eos_id]
+                data.append((ids, target))
+                obs, r, term, trunc, info = env.step(action)
+                observations.append(obs)
+                actions.append(action)
+                done = term or trunc
+    finally:
+        env.close()
+    return data
+
+
+def sft_train(policy: Policy, data: list[tuple[list[int], list[int]]], *, epochs: int, batch_size: int, lr: float,
+              micro_batch_size: int = 8, weight_decay: float = 0.0, max_grad_norm: float = 1.0, seed: int = 0,
+              log=None) -> list[float]:
+    """Cross-entropy on the target tokens; returns the mean loss of each epoch."""
+    params = policy.policy_parameters()
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    rng = np.random.default_rng(seed)
+    losses: list[float] = []
+    policy.train()
+    lengths = [len(p) + len(t) for p, t in data]
+    for ep in range(epochs):
+        perm = rng.permutation(len(data)).tolist()
+        tot, n = 0.0, 0
+        for b0 in range(0, len(perm), batch_size):
+            mb = sorted(perm[b0:b0 + batch_size], key=lambda i: lengths[i])
+            opt.zero_grad(set_to_none=True)
+            ntok = sum(len(data[i][1]) for i in mb)
+            for u0 in range(0, len(mb), micro_batch_size):
+                idx = mb[u0:u0 + micro_batch_size]
+                out = policy.score([data[i][0] for i in idx], [data[i][1] for i in idx])
+                loss = -(out.logprobs * out.mask).sum() / ntok  # token-mean over the minibatch
+                loss.backward()
+                tot += float(loss.detach()) * ntok
+                n += int(out.mask.sum())
+            if max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+            opt.step()
+        losses.append(tot / max(1, n))
+        if log is not None:
+            log(f"sft epoch {ep + 1}/{epochs}: loss {losses[-1]:.4f}")
+    policy.eval()
+    return losses
+
+
+def run_sft(cfg: SFTConfig, console: Any = None) -> dict[str, Any]:
+    """Record expert episodes, clone them, save ``OUT/policy`` (+ ``OUT/sft_metrics.json``)."""
+    from steppo.trainer import build_policy
+
+    log = console.print if console is not None else (lambda *a, **k: None)
+    set_threads(cfg.threads)
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    t0 = time.perf_counter()
+    env_fn = make_env_fn(cfg.env, cfg.env_kwargs)
+    policy = build_policy(cfg, "none")
+    pb = ChatPromptBuilder(policy.tokenizer, cfg.max_history_turns, cfg.max_prompt_tokens)
+    eos = end_of_turn_ids(policy.tokenizer, policy.lm)
+    eot = policy.tokenizer.convert_tokens_to_ids("<|im_end|>") if "<|im_end|>" in policy.tokenizer.get_vocab() else None
+    eos_id = eot if eot is not None else (eos[0] if eos else None)
+    data = collect_expert_steps(env_fn, pb, cfg.episodes, cfg.seed, eos_id)
+    t_data = time.perf_counter() - t0
+    ntok = sum(len(p) + len(t) for p, t in data)
+    log(f"sft: {cfg.episodes} expert episodes, {len(data)} steps, {ntok} tokens ({t_data:.1f}s to record)")
+    losses = sft_train(policy, data, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+                       micro_batch_size=cfg.micro_batch_size, weight_decay=cfg.weight_decay,
+                       max_grad_norm=cfg.max_grad_norm, seed=cfg.seed, log=log)
+    os.makedirs(cfg.out, exist_ok=True)
+    extra = config_to_dict(cfg)
+    extra["prompt"] = {"max_history_turns": cfg.max_history_turns, "max_prompt_tokens": cfg.max_prompt_tokens,
+                       "stop_strings": list(cfg.stop_strings), "max_new_tokens": cfg.max_new_tokens}
+    tmp = os.path.join(cfg.out, "policy.tmp")
+    policy.save_pretrained(tmp, extra=extra)
+    final = os.path.join(cfg.out, "policy")
+    if os.path.isdir(final):
+        import shutil
+
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    res = {"episodes": cfg.episodes, "steps": len(data), "tokens": ntok, "epoch_losses": losses,
+           "final_loss": losses[-1] if losses else float("nan"), "seconds": time.perf_counter() - t0,
+           "policy": final}
+    with open(os.path.join(cfg.out, "sft_metrics.json"), "w") as fh:
+        json.dump(res, fh, indent=2)
+    log(f"sft: saved {final} in {res['seconds']:.1f}s")
+    return res

@@ -1,0 +1,121 @@
+"""Policy and sampler: token-in/token-out log-probs, values, stopping, persistence."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from steppo.models import load_model
+from steppo.policy import Policy, Sampler, _sample_inverse_cdf, pad_steps
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    lm, tok = load_model("tiny", seed=0)
+    return lm, tok
+
+
+def _prompts(tok):
+    texts = ["Task: What is the population of Belxo?", "Task: What is the population of Velora? Use tools.",
+             "Task: When was Tesru founded?"]
+    return [tok.apply_chat_template([{"role": "user", "content": t}], add_generation_prompt=True, tokenize=False)
+            for t in texts]
+
+
+@pytest.mark.parametrize("share_prefix", [True, False])
+def test_sampler_logprobs_match_teacher_forcing(tiny, share_prefix):
+    lm, tok = tiny
+    pol = Policy(lm, tok, critic="shared", temperature=0.8)
+    sampler = Sampler(pol, stop_strings=("</tool_call>",), share_prefix=share_prefix, min_shared_prefix=2)
+    prompts = [tok(t, add_special_tokens=False)["input_ids"] for t in _prompts(tok)]
+    gens = sampler.generate(prompts, max_new_tokens=20, generator=torch.Generator().manual_seed(1), values="token")
+    assert all(len(g.response_ids) == len(g.logprobs) == len(g.token_values) for g in gens)
+    # exact ids back in, same log-probs out (the trainer never re-tokenises text)
+    with torch.no_grad():
+        out = pol.score(prompts, [g.response_ids for g in gens], values="token")
+    for i, g in enumerate(gens):
+        n = len(g.response_ids)
+        assert torch.allclose(out.logprobs[i, :n], torch.tensor(g.logprobs), atol=1e-4), i
+        assert torch.allclose(out.token_values[i, :n], torch.tensor(g.token_values), atol=1e-4), i
+        assert float(out.mask[i].sum()) == n
+    # the step value is the value at the last prompt token = the first token value
+    with torch.no_grad():
+        sv = pol.score(prompts, [g.response_ids for g in gens], values="step").step_values
+    assert torch.allclose(sv, torch.tensor([g.token_values[0] for g in gens]), atol=1e-4)
+    assert torch.allclose(pol.prompt_values(prompts), sv, atol=1e-4)
+
+
+def test_sampler_is_seeded_and_respects_limits(tiny):
+    lm, tok = tiny
+    pol = Policy(lm, tok, critic="none")
+    sampler = Sampler(pol)
+    prompts = [[5, 6, 7, 8], [5, 6, 9]]
+    a = sampler.generate(prompts, max_new_tokens=7, generator=torch.Generator().manual_seed(3))
+    b = sampler.generate(prompts, max_new_tokens=7, generator=torch.Generator().manual_seed(3))
+    assert [g.response_ids for g in a] == [g.response_ids for g in b]
+    assert all(1 <= len(g.response_ids) <= 7 for g in a)
+    assert all(g.stop_reason in ("eos", "length", "stop_string") for g in a)
+    greedy = sampler.generate(prompts, max_new_tokens=5, greedy=True)
+    with torch.no_grad():
+        ids, att, pos, rid, rmask = pad_steps([prompts[0]], [greedy[0].response_ids], pol.pad_id)
+        logits = lm(input_ids=ids, attention_mask=att).logits[0]
+    p = len(prompts[0])
+    assert logits[p - 1:p - 1 + len(greedy[0].response_ids)].argmax(-1).tolist() == greedy[0].response_ids
+
+
+def test_stop_string_ends_the_step(tiny):
+    lm, tok = tiny
+    pol = Policy(lm, tok, critic="none")
+    # a stop string that every non-empty decode contains stops after one token
+    sampler = Sampler(pol, stop_strings=("",), eos_ids=[])
+    assert sampler.stop_strings == ()
+    # stop on a token the model is forced to emit: make the LM head pick token of "</tool_call>"
+    stop_id = tok("</tool_call>", add_special_tokens=False)["input_ids"]
+    assert len(stop_id) == 1
+    sampler = Sampler(pol, stop_strings=("</tool_call>",), eos_ids=[])
+    head = pol.lm_head
+    saved = head.weight.data.clone()
+    try:
+        head.weight.data.zero_()
+        head.weight.data[stop_id[0]] = 1.0  # every hidden state now prefers the stop token (mostly)
+        gens = sampler.generate([[5, 6, 7]], max_new_tokens=30, greedy=True)
+    finally:
+        head.weight.data.copy_(saved)
+    assert gens[0].stop_reason == "stop_string"
+    assert gens[0].text.endswith("</tool_call>")
+
+
+def test_inverse_cdf_sampling_matches_distribution():
+    g = torch.Generator().manual_seed(0)
+    probs = torch.tensor([[0.1, 0.6, 0.3]]).repeat(4000, 1)
+    toks = _sample_inverse_cdf(probs, g)
+    freq = torch.bincount(toks, minlength=3).float() / len(toks)
+    assert torch.allclose(freq, probs[0], atol=0.03)
+
+
+def test_save_and_load_policy_folder(tiny, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    lm, tok = tiny
+    pol = Policy(lm, tok, critic="shared")
+    with torch.no_grad():
+        pol.value_head.bias.fill_(0.25)
+    pol.save_pretrained(str(tmp_path / "policy"), extra={"algo": "steppo"})
+    loaded = AutoModelForCausalLM.from_pretrained(str(tmp_path / "policy"))
+    ids = torch.tensor([[5, 6, 7]])
+    with torch.no_grad():
+        assert torch.allclose(loaded(ids).logits, lm(ids).logits, atol=1e-5)
+    pol2 = Policy(loaded, tok, critic="shared")
+    assert pol2.load_critic_from(str(tmp_path / "policy"))
+    assert float(pol2.value_head.bias.detach()) == pytest.approx(0.25)
+    assert (tmp_path / "policy" / "steppo_config.json").exists()
+
+
+def test_train_layers_freezes_the_rest(tiny):
+    lm, tok = load_model("tiny", seed=1)
+    pol = Policy(lm, tok, critic="shared")
+    pol.freeze_all_but_last(1)
+    trainable = {n for n, p in pol.lm.named_parameters() if p.requires_grad}
+    assert trainable and all("layers.1." in n or "norm" in n for n in trainable)
+    assert all(p.requires_grad for p in pol.critic_parameters())
