@@ -44,6 +44,7 @@ The default text template (:class:`HistoryTemplate`) renders::
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -153,6 +154,9 @@ class TokenCounter:
         return [(int(i * step), int((i + 1) * step) if i < n - 1 else len(text)) for i in range(n)]
 
 
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+
+
 def clean_text(text: Any) -> str:
     """``text`` as a ``str`` any tokenizer accepts: lone surrogates become U+FFFD.
 
@@ -160,15 +164,15 @@ def clean_text(text: Any) -> str:
     may carry a lone surrogate, which Hugging Face tokenizers reject with a TypeError.
 
     Example:
-        >>> clean_text("ok \udc80")
-        'ok \ufffd'
+        >>> clean_text("ok \\udc80") == "ok \\ufffd"
+        True
     """
     if not isinstance(text, str):
         text = str(text)
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        return text.encode("utf-8", errors="surrogatepass").decode("utf-8", errors="replace")
+        return _SURROGATE_RE.sub("\ufffd", text)
     return text
 
 
