@@ -166,9 +166,7 @@ def _atomic_dir(target: Path) -> Iterator[Path]:
     """
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; a shared cache should be readable
+    os.chmod(tmp, 0o755)  # mkdtemp makes 0700; a shared cache should be readable by all
     try:
         yield tmp
         try:
