@@ -198,6 +198,12 @@ class NegotiationGame:
             else:
                 lines.append("No deal was reached; both agents get nothing.")
             return "\n".join(lines)
+        own = self.standing[i]
+        if own is not None:
+            lines.append(
+                f"Your standing proposal: you take {self.describe(own)} (worth {self.value(i, own)} to you); "
+                "the other agent may accept it next round."
+            )
         s = self.standing[other]
         if s is not None:
             mine = self.rest(s)
