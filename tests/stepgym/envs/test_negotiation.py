@@ -100,3 +100,12 @@ def test_view_greedy_demand_gets_no_deal():
 def test_bad_knobs():
     with pytest.raises(stepgym.InvalidConfig, match="max_rounds"):
         gym.make("stepgym/Negotiation-v0", max_rounds=1)
+
+
+@pytest.mark.parametrize("module", ['stepgym.envs.negotiation'])
+def test_doctests(module):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0

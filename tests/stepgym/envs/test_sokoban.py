@@ -120,3 +120,12 @@ def test_bad_knobs_and_levels_raise_clear_errors():
         SokobanEnv(num_boxes=9)
     with pytest.raises(stepgym.InvalidConfig, match="player"):
         SokobanEnv().reset(options={"level": "#####\n#$ .#\n#####"})
+
+
+@pytest.mark.parametrize("module", ['stepgym.envs.sokoban', 'stepgym.envs._answer'])
+def test_doctests(module):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
