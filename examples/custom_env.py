@@ -75,13 +75,16 @@ class GuessNumberEnv(StepEnv):
 
 
 # Register on import; `stepgym ... custom_env:mygame/GuessNumber-v0` imports this module.
+# In a package of your own, prefer a string entry point ("yourpkg.envs:GuessNumberEnv") so
+# nothing is imported until gym.make; here the class object also works when run as a script.
 if ENV_ID not in gym.registry:
-    gym.register(id=ENV_ID, entry_point=f"{__name__}:GuessNumberEnv")
+    gym.register(id=ENV_ID, entry_point=GuessNumberEnv)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", choices=["small", "full"], default="full")
+    parser.add_argument("--skip-train", action="store_true", help="stop after the check and the evaluation")
     args = parser.parse_args()
     small = args.budget == "small"
 
@@ -99,6 +102,9 @@ def main() -> int:
                  "--episodes", "8" if small else "50", "--num-envs", "4"])
 
     print("== 3. train a policy on it with StepPO")
+    if args.skip_train:
+        print("skipping training (--skip-train)")
+        return 0
     try:
         import steppo.trainer  # noqa: F401
         from stepgym.commands import train as _train  # noqa: F401
