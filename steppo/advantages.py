@@ -10,15 +10,15 @@ All functions take and return torch tensors, never touch the autograd graph of t
 
 Which estimator each ``--algo`` uses is listed in ``docs/algorithm.md``:
 
-=========================  ===============================================================
-``step_gae``               StepPO: GAE over the steps of a trajectory (one value per step)
-``token_gae``              token-PPO: GAE over response tokens, chained across steps
-``masked_normalize``       whitening over the real rows of a batch (steps, or tokens)
-``grpo_advantages``        GRPO / GSPO: trajectory score normalised within its group
-``rloo_advantages``        RLOO: score minus the leave-one-out mean of its group
-``reinforce_pp_advantages`` REINFORCE++: returns normalised over the whole batch
-``gigpo_advantages``       GiGPO: episode advantage + anchor-state step advantage
-=========================  ===============================================================
+===========================  ===============================================================
+``step_gae``                 StepPO: GAE over the steps of a trajectory (one value per step)
+``token_gae``                token-PPO: GAE over response tokens, chained across steps
+``masked_normalize``         whitening over the real rows of a batch (steps, or tokens)
+``grpo_advantages``          GRPO / GSPO: trajectory score normalised within its group
+``rloo_advantages``          RLOO: score minus the leave-one-out mean of its group
+``reinforce_pp_advantages``  REINFORCE++: returns normalised over the whole batch
+``gigpo_advantages``         GiGPO: episode advantage + anchor-state step advantage
+===========================  ===============================================================
 
 Example:
     >>> import torch
