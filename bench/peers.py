@@ -271,7 +271,8 @@ def main(argv: list[str] | None = None) -> int:
                              f"{res['reset_us']:.1f}", f"{res['step_us']:.1f}", f"{res['steps']} steps"))
             except Exception as exc:
                 traceback.print_exc(file=sys.stderr)
-                rows.append((game, runner.framework, "n/a", "n/a", f"{type(exc).__name__}: {exc}".splitlines()[0][:120]))
+                why = f"{type(exc).__name__}: {exc}".splitlines()[0][:120]
+                rows.append((game, runner.framework, "n/a", "n/a", why))
             print(f"{rows[-1]}", file=sys.stderr, flush=True)
     header = ("game", "framework", "reset µs", "step µs", "note")
     if args.markdown:

@@ -27,7 +27,7 @@ Example:
 from __future__ import annotations
 
 import re
-from functools import lru_cache
+from functools import cache
 from typing import Any, ClassVar
 
 from stepgym.core import StepEnv, StepResult, quote_action
@@ -107,7 +107,8 @@ class TicTacToe:
 
     def board(self) -> str:
         c = [ch if ch != " " else str(i + 1) for i, ch in enumerate(self.cells)]
-        return f" {c[0]} | {c[1]} | {c[2]}\n---+---+---\n {c[3]} | {c[4]} | {c[5]}\n---+---+---\n {c[6]} | {c[7]} | {c[8]}"
+        sep = "\n---+---+---\n"
+        return f" {c[0]} | {c[1]} | {c[2]}{sep} {c[3]} | {c[4]} | {c[5]}{sep} {c[6]} | {c[7]} | {c[8]}"
 
     @staticmethod
     def label(m: int) -> str:
@@ -586,7 +587,7 @@ class ConnectFourEnv(_VersusEnv):
 # -- PettingZoo AEC envs (built lazily so that ``import stepgym`` never imports pettingzoo) -----
 
 
-@lru_cache(maxsize=None)
+@cache
 def _aec_class() -> type:
     from pettingzoo import AECEnv
     from pettingzoo.utils import AgentSelector

@@ -28,7 +28,11 @@ from stepgym.errors import InvalidConfig
 __all__ = ["CountdownEnv", "evaluate_expression", "solve_countdown", "ExpressionError"]
 
 _TOKENS = re.compile(r"\d+|\S")
-_OPS = {"+": "+", "-": "-", "*": "*", "/": "/", "×": "*", "x": "*", "X": "*", "÷": "/", "−": "-", "–": "-", "(": "(", ")": ")"}
+_OPS = {
+    "+": "+", "-": "-", "*": "*", "/": "/", "(": "(", ")": ")",
+    # what models and people also write for these operators
+    "×": "*", "x": "*", "X": "*", "÷": "/", "−": "-", "–": "-",
+}
 _MAX_TOKENS = 200
 _MAX_DEPTH = 30
 

@@ -36,7 +36,7 @@ from __future__ import annotations
 import itertools
 import re
 from fractions import Fraction
-from functools import lru_cache
+from functools import cache
 from operator import mul, sub
 from typing import Any, ClassVar
 
@@ -51,7 +51,7 @@ AGENTS = ("agent_0", "agent_1")
 _NUM = re.compile(r"\d+")
 
 
-@lru_cache(maxsize=None)
+@cache
 def _pair_re(items: tuple[str, ...]) -> re.Pattern[str]:
     """``name = N`` or ``N name`` pairs, for the item names only (so "and 3 balls" reads 3 balls)."""
     names = "|".join(sorted({w for item in items for w in (item, item.rstrip("s"))}, key=len, reverse=True))
@@ -134,9 +134,10 @@ class NegotiationGame:
                 self.errors[i] = "there is no standing proposal from the other agent to accept"
                 p = None
             elif p is None:
+                got = quote_action(a) if isinstance(a, str) else type(a).__name__
                 self.errors[i] = (
                     f"expected 'propose' followed by {len(self.items)} counts no larger than the pool "
-                    f"({' '.join(map(str, self.pool))}), or 'accept'; got {quote_action(a) if isinstance(a, str) else type(a).__name__}"
+                    f"({' '.join(map(str, self.pool))}), or 'accept'; got {got}"
                 )
             else:
                 self.errors[i] = None
@@ -212,7 +213,8 @@ class NegotiationGame:
                 f"(worth {self.value(i, mine)} to you); 'accept' takes it."
             )
         lines.append(
-            f"Round {self.round + 1} of {self.max_rounds}. Answer 'propose {' '.join(['N'] * len(self.items))}' with the "
+            f"Round {self.round + 1} of {self.max_rounds}. "
+            f"Answer 'propose {' '.join(['N'] * len(self.items))}' with the "
             f"counts YOU take ({', '.join(self.items)}), or 'accept'."
         )
         return "\n".join(lines)
@@ -252,7 +254,7 @@ class RuleBasedNegotiator:
         self._thresholds = [(9 * (game.max_rounds - 1) - 4 * r) * game.totals[me] for r in range(game.max_rounds)]
         shares = itertools.product(*(range(p + 1) for p in game.pool))
         # Fewest items first, then least value: leaves the most to the other side.
-        ranked = sorted(((sum(s), game.value(me, s), s) for s in shares))
+        ranked = sorted((sum(s), game.value(me, s), s) for s in shares)
         # The proposal of each round is fixed by the threshold: precomputed so a step is a lookup.
         self._proposals = []
         for t in self._thresholds:
@@ -351,10 +353,10 @@ class NegotiationEnv(StepEnv):
         return "propose " + " ".join(map(str, self._target))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _parallel_class() -> type:
-    from pettingzoo import ParallelEnv
     from gymnasium.utils import seeding
+    from pettingzoo import ParallelEnv
 
     from stepgym.spaces import UnicodeText
 
@@ -380,7 +382,9 @@ def _parallel_class() -> type:
         def action_space(self, agent: str) -> UnicodeText:
             return self._act_space
 
-        def reset(self, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[dict[str, str], dict[str, dict[str, Any]]]:
+        def reset(
+            self, seed: int | None = None, options: dict[str, Any] | None = None
+        ) -> tuple[dict[str, str], dict[str, dict[str, Any]]]:
             if seed is not None:
                 self._rng, _ = seeding.np_random(seed)
                 self._obs_space.seed(seed)
@@ -388,7 +392,9 @@ def _parallel_class() -> type:
             self.game = _draw_game(self._rng, self.n_items, self.max_rounds)
             self.agents = list(AGENTS)
             obs = {a: self.game.observe(i) for i, a in enumerate(AGENTS)}
-            infos = {a: {"action_valid": True, "error": None, "values": self.game.values[i]} for i, a in enumerate(AGENTS)}
+            infos = {
+                a: {"action_valid": True, "error": None, "values": self.game.values[i]} for i, a in enumerate(AGENTS)
+            }
             return obs, infos
 
         def step(self, actions: dict[str, Any]) -> tuple[dict, dict, dict, dict, dict]:
@@ -409,7 +415,7 @@ def _parallel_class() -> type:
                 if a in live
             }
             if g.done:
-                for i, a in enumerate(AGENTS):
+                for a in AGENTS:
                     infos[a]["success"] = g.deal is not None
                 self.agents = []
             return obs, rewards, terms, truncs, infos

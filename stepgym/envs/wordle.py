@@ -25,7 +25,7 @@ Example:
 from __future__ import annotations
 
 import sys
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from typing import Any, ClassVar
 
@@ -39,7 +39,7 @@ GREEN, YELLOW, GRAY = "G", "Y", "X"
 WORD_LENGTH = 5
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_words(name: str) -> tuple[str, ...]:
     """A shipped word list: ``"answers"`` or ``"guesses"``.
 
@@ -53,12 +53,12 @@ def load_words(name: str) -> tuple[str, ...]:
     return tuple(text.split())
 
 
-@lru_cache(maxsize=None)
+@cache
 def _guess_set() -> frozenset[str]:
     return frozenset(load_words("guesses"))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _tree() -> dict[str, str]:
     text = resources.files("stepgym.data").joinpath("wordle_tree.txt").read_text("ascii")
     tree: dict[str, str] = {}

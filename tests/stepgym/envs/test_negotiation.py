@@ -7,7 +7,12 @@ import pytest
 from pettingzoo.test import parallel_api_test
 
 import stepgym  # noqa: F401
-from stepgym.envs.negotiation import NegotiationGame, RuleBasedNegotiator, negotiation_parallel, parse_negotiation_action
+from stepgym.envs.negotiation import (
+    NegotiationGame,
+    RuleBasedNegotiator,
+    negotiation_parallel,
+    parse_negotiation_action,
+)
 
 ITEMS = ("books", "hats", "balls")
 

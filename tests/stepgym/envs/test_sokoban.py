@@ -21,7 +21,9 @@ def play_expert(env) -> tuple[bool, int]:
             return info["success"], steps
 
 
-@pytest.mark.parametrize("kwargs", [{}, {"num_boxes": 1, "width": 6, "height": 6}, {"num_boxes": 3, "width": 9, "height": 9}])
+@pytest.mark.parametrize(
+    "kwargs", [{}, {"num_boxes": 1, "width": 6, "height": 6}, {"num_boxes": 3, "width": 9, "height": 9}]
+)
 def test_expert_solves_generated_levels(kwargs):
     env = gym.make("stepgym/Sokoban-v0", **kwargs)
     for seed in range(25):
