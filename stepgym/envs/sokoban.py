@@ -47,6 +47,8 @@ for _form, _i in (("north", 0), ("south", 1), ("west", 2), ("east", 3)):
     _ALIASES[f"move {_form}"] = _i
     _ALIASES[f"go {_form}"] = _i
 
+_WHERE = ("above you", "below you", "to your left", "to your right")
+
 _RULES = (
     "Sokoban. Push every box onto a target. Legend: # wall, @ you, $ box, . target, "
     "* box on a target, + you on a target. You can push one box at a time by walking into it; "
@@ -461,7 +463,7 @@ class SokobanEnv(StepEnv):
         elif nxt in boxes:
             beyond = nxt + d
             if walls[beyond] or beyond in boxes:
-                error = f"the box {DIRECTIONS[k]} of you cannot move (something is behind it)"
+                error = f"the box {_WHERE[k]} cannot move (a wall or another box is behind it)"
             else:
                 boxes.remove(nxt)
                 boxes.add(beyond)

@@ -94,13 +94,13 @@ def test_minimax_blocks_and_wins():
 
 def test_heuristic_wins_then_blocks():
     g = ConnectFour()
-    for m in (0, 6, 0, 6, 0):  # X threatens column 1
+    for m in (0, 6, 0, 6, 0):  # X threatens to complete column 1
         g.play(m)
-    assert connect_four_heuristic(g.bits[1], g.bits[0], g.heights) == 0
-    g.play(5)
-    g.play(3)
-    # O (to move? no: X just moved) -> now O has 6,6,5; X has 0,0,0,3: X to move wins at 0
-    assert connect_four_heuristic(g.bits[0], g.bits[1], g.heights) == 0
+    assert connect_four_heuristic(g.bits[1], g.bits[0], g.heights) == 0  # O blocks
+    g = ConnectFour()
+    for m in (0, 6, 0, 6, 0, 6, 1):  # both threaten a vertical four; O to move
+        g.play(m)
+    assert connect_four_heuristic(g.bits[1], g.bits[0], g.heights) == 6  # O wins rather than blocks
 
 
 # -- single-agent views ----------------------------------------------------------------------
