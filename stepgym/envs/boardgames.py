@@ -746,7 +746,17 @@ def _aec_class() -> type:
                     return g.label(plan[0])
             return g.label(connect_four_heuristic(g.bits[me], g.bits[me ^ 1], heights))
 
+    # A module-level name (resolved lazily by __getattr__ below) so that instances pickle.
+    BoardGameAEC.__qualname__ = "BoardGameAEC"
+    BoardGameAEC.__module__ = __name__
+    globals()["BoardGameAEC"] = BoardGameAEC
     return BoardGameAEC
+
+
+def __getattr__(name: str) -> Any:
+    if name == "BoardGameAEC":
+        return _aec_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def tictactoe_aec(**kwargs: Any) -> Any:

@@ -426,7 +426,17 @@ def _parallel_class() -> type:
         def close(self) -> None:
             pass
 
+    # A module-level name (resolved lazily by __getattr__ below) so that instances pickle.
+    NegotiationParallelEnv.__qualname__ = "NegotiationParallelEnv"
+    NegotiationParallelEnv.__module__ = __name__
+    globals()["NegotiationParallelEnv"] = NegotiationParallelEnv
     return NegotiationParallelEnv
+
+
+def __getattr__(name: str) -> Any:
+    if name == "NegotiationParallelEnv":
+        return _parallel_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def negotiation_parallel(**kwargs: Any) -> Any:

@@ -267,3 +267,14 @@ def test_doctests(module):
 
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_aec_env_pickles_across_processes():
+    import pickle
+
+    env = connect_four_aec()
+    env.reset(seed=0)
+    env.step("4")
+    code = "import pickle, sys; e = pickle.loads(sys.stdin.buffer.read()); print(e.game.n_played, e.agent_selection)"
+    out = subprocess.run([sys.executable, "-c", code], input=pickle.dumps(env), capture_output=True, timeout=120)
+    assert out.stdout.decode().split() == ["1", "player_1"], out.stderr.decode()[-500:]

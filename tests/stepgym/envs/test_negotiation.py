@@ -114,3 +114,13 @@ def test_doctests(module):
 
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_parallel_env_pickles():
+    import pickle
+
+    env = negotiation_parallel()
+    env.reset(seed=2)
+    env.step({"agent_0": "propose 1 1 1", "agent_1": "propose 0 0 0"})
+    copy = pickle.loads(pickle.dumps(env))
+    assert copy.game.pool == env.game.pool and copy.game.standing == env.game.standing
