@@ -126,6 +126,24 @@ BUILTINS: list[EnvInfo] = [
         entry_point="stepgym.envs.boardgames:TicTacToeEnv",
         family="games",
     ),
+    EnvInfo(
+        id="stepgym/TextWorld-v0",
+        description="Text adventures generated with Microsoft TextWorld (optional extra)",
+        max_steps=50,
+        reward_range=(0.0, 1.0),
+        entry_point="stepgym.envs.textworld_adapter:TextWorldEnv",
+        family="third-party",
+        requires="pip install 'stepgym[textworld]'",
+    ),
+    EnvInfo(
+        id="stepgym/TextArena-v0",
+        description="Single-player TextArena games (Wordle-v0 by default; optional extra)",
+        max_steps=30,
+        reward_range=(-1.0, 1.0),
+        entry_point="stepgym.envs.textarena_adapter:TextArenaEnv",
+        family="third-party",
+        requires="pip install 'stepgym[textarena]'",
+    ),
     # -- more built-ins below this line (keep this marker) --
 ]
 
