@@ -13,7 +13,7 @@ import math
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -168,12 +168,17 @@ def slot_info(infos: dict[str, Any], i: int) -> dict[str, Any]:
     return out
 
 
-def make_vector_env(env_id: str, num_envs: int, env_kwargs: dict[str, Any] | None = None) -> Any:
-    """A synchronous vector env of ``num_envs`` copies (``stepgym.make_vec`` when available).
+def make_vector_env(
+    env_id: str,
+    num_envs: int,
+    env_kwargs: dict[str, Any] | None = None,
+    wrappers: Sequence[Callable[[Any], Any]] | None = None,
+) -> Any:
+    """A synchronous vector env of ``num_envs`` copies, through ``stepgym.make_vec``.
 
-    The vector env must expose its sub-envs as ``.envs`` (the expert reads their state)
-    and use Gymnasium's next-step autoreset; :func:`evaluate` resets finished sub-envs
-    itself with the next episode's seed.
+    Sync mode, because the expert reads the sub-envs' state (``.envs``), and Gymnasium's
+    next-step autoreset; :func:`evaluate` resets finished sub-envs itself with the next
+    episode's seed.
     """
     import gymnasium as gym
 
@@ -183,19 +188,18 @@ def make_vector_env(env_id: str, num_envs: int, env_kwargs: dict[str, Any] | Non
     kwargs = dict(env_kwargs or {})
     try:
         from stepgym.vector import make_vec
-    except ImportError:
+    except ImportError:  # an install without the vector module: plain Gymnasium
         make_vec = None
     if make_vec is not None:
-        params = inspect.signature(make_vec).parameters
-        if "mode" in params and "num_envs" in params and not kwargs:
-            vec = make_vec(env_id, num_envs=num_envs, mode="sync")
-            if hasattr(vec, "envs") and getattr(vec, "autoreset_mode", None) == gym.vector.AutoresetMode.NEXT_STEP:
-                return vec
-            vec.close()
-    return gym.vector.SyncVectorEnv(
-        [lambda: make(env_id, **kwargs) for _ in range(num_envs)],
-        autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP,
-    )
+        return make_vec(env_id, num_envs, "sync", wrappers=list(wrappers or ()), autoreset_mode="next_step", **kwargs)
+
+    def one() -> Any:
+        env = make(env_id, **kwargs)
+        for w in wrappers or ():
+            env = w(env)
+        return env
+
+    return gym.vector.SyncVectorEnv([one for _ in range(num_envs)], autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)
 
 
 def _safe_name(text: str) -> str:
@@ -212,6 +216,7 @@ def evaluate(
     env_kwargs: dict[str, Any] | None = None,
     record_dir: str | os.PathLike[str] | None = None,
     progress: Callable[[int], None] | None = None,
+    wrappers: Sequence[Callable[[Any], Any]] | None = None,
 ) -> EvalResult:
     """Run ``episodes`` episodes of ``agent`` on ``env_id`` and collect the statistics.
 
@@ -223,9 +228,12 @@ def evaluate(
         seed: seed of episode 0.
         num_envs: episodes run side by side (one ``act_batch`` call per step for all of them).
         env_kwargs: keyword arguments for the env constructor.
-        record_dir: if set, every step is written to ``DIR/<agent>__<env>.jsonl`` (one JSON
-            object per line; an episode's lines are written when it ends).
+        record_dir: if set, every step is written to ``DIR/<agent>__<env>.jsonl`` in the
+            format of :class:`~stepgym.wrappers.RecordTrajectories` (``stepgym replay`` shows
+            it); an episode's lines are written when it ends.
         progress: called with the number of finished episodes after each one.
+        wrappers: callables ``env -> env`` applied to each sub-env (innermost first), e.g.
+            ``functools.partial(HistoryPrompt)`` so the observation carries the history.
 
     Example:
         >>> from stepgym.agents import make_agent
@@ -242,7 +250,7 @@ def evaluate(
         num_envs = 1  # one person plays one episode at a time
     n = min(num_envs, episodes)
     start = time.perf_counter()
-    vec = make_vector_env(env_id, n, env_kwargs)
+    vec = make_vector_env(env_id, n, env_kwargs, wrappers)
     if hasattr(agent, "envs"):
         agent.envs = list(vec.envs)  # the expert (and random fallback, human hints) read the sub-envs
     record = None
@@ -285,8 +293,12 @@ def evaluate(
                 a.invalid += info.get("action_valid") is False
                 a.tokens += float(counts[j])
                 if record is not None:
-                    a.lines.append(_record_line(slot_ep[i], seed + slot_ep[i], a.steps - 1, observations[i], acts[j],
-                                                float(rewards[i]), bool(terms[i]), bool(truncs[i]), info))
+                    a.lines.append(_record_line({
+                        "run": agent.name, "episode": slot_ep[i], "step": a.steps - 1, "env_id": result.env_id,
+                        "seed": seed + slot_ep[i], "prompt": observations[i], "action": acts[j],
+                        "observation": _final_obs(new_obs[i], step_infos, i),
+                        "reward": float(rewards[i]), "terminated": bool(terms[i]), "truncated": bool(truncs[i]),
+                        "info": {k: v for k, v in info.items() if k != "messages"}}))
                 slot_infos[i] = info
                 if terms[i] or truncs[i]:
                     ep = slot_ep[i]
@@ -329,13 +341,18 @@ class _Acc:
     lines: list[str] = field(default_factory=list)
 
 
-def _record_line(episode: int, seed: int, step: int, prompt: str, action: str, reward: float,
-                 terminated: bool, truncated: bool, info: dict[str, Any]) -> str:
-    row = {"episode": episode, "seed": seed, "step": step, "prompt": prompt, "action": action, "reward": reward,
-           "terminated": terminated, "truncated": truncated,
-           "info": {k: v for k, v in info.items() if k not in ("messages",)}}
+def _record_line(row: dict[str, Any]) -> str:
     # ensure_ascii escapes lone surrogates a model may emit, so every line is valid UTF-8 JSON.
     return json.dumps(row, ensure_ascii=True, default=str) + "\n"
+
+
+def _final_obs(obs: str, infos: dict[str, Any], i: int) -> str:
+    """The observation the step returned (same-step autoreset keeps it in ``final_obs``)."""
+    final = infos.get("final_obs")
+    mask = infos.get("_final_obs")
+    if final is not None and mask is not None and bool(mask[i]):
+        return str(final[i])
+    return str(obs)
 
 
 def agent_label(agent: BaseAgent) -> str:

@@ -32,6 +32,16 @@ def test_two_envs_two_agents_leaderboard_json_and_record(tmp_path, capsys):
     assert len(files) == 4 and all(f.endswith(".jsonl") for f in files)
     steps = sum(1 for _ in (rec / "expert__stepgym_ToolUse-v0.jsonl").open())
     assert steps == round(results[("stepgym/ToolUse-v0", "expert")]["mean_steps"] * 6)
+    # the recording is in RecordTrajectories' format: `stepgym replay` shows it
+    from stepgym.wrappers.recording import read_trajectories
+
+    episodes = read_trajectories(rec / "expert__stepgym_ToolUse-v0.jsonl")
+    assert len(episodes) == 6 and all(ep["steps"][-1]["info"]["success"] for ep in episodes)
+    first = episodes[0]["steps"][0]
+    assert first["env_id"] == "stepgym/ToolUse-v0" and first["prompt"].startswith("Task:") and first["observation"]
+    capsys.readouterr()
+    assert main(["replay", str(rec / "expert__stepgym_ToolUse-v0.jsonl"), "--summary"]) == 0
+    assert "6 episode(s)" in capsys.readouterr().out
 
 
 def test_third_party_env_by_module_id(monkeypatch, tmp_path):

@@ -168,10 +168,19 @@ def env_for(env_id: str) -> gym.Env:
     return _ENVS[env_id]
 
 
+#: When a dict, ``checked_step`` adds its figures to it (bench/fuzz.py reads them).
+STATS: dict[str, float] | None = None
+
+
 def checked_step(env: gym.Env, action: str) -> tuple:
     t0 = time.perf_counter()
     obs, reward, terminated, truncated, info = env.step(action)
     took = time.perf_counter() - t0
+    if STATS is not None:
+        STATS["steps"] = STATS.get("steps", 0) + 1
+        STATS["invalid"] = STATS.get("invalid", 0) + (not info.get("action_valid", True))
+        STATS["step_s"] = STATS.get("step_s", 0.0) + took
+        STATS["max_step_s"] = max(STATS.get("max_step_s", 0.0), took)
     assert took < STEP_BUDGET_S, f"step took {took:.2f} s (budget {STEP_BUDGET_S} s) on {action[:80]!r}"
     assert isinstance(obs, str) and env.observation_space.contains(obs), f"observation outside the space: {obs[:80]!r}"
     assert type(reward) is float and math.isfinite(reward), f"reward {reward!r}"

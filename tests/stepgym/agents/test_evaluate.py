@@ -77,3 +77,21 @@ def test_eval_cli_with_a_model_agent_counts_real_tokens(run_dir, tmp_path):
     model = results[f"hf:{run_dir / 'policy'}"]
     assert model["tokens_estimated"] is False and 1 <= model["tokens_per_step"] <= 4
     assert model["mean_steps"] == 2.0 and results["expert"]["tokens_estimated"] is True
+
+
+def test_wrappers_shape_what_the_agent_sees():
+    from functools import partial
+
+    from stepgym.wrappers import HistoryPrompt
+
+    seen: list[str] = []
+
+    def policy(obs: str) -> str:
+        seen.append(obs)
+        return "not a tool call"
+
+    evaluate("stepgym/ToolUse-v0", CallableAgent(policy), episodes=1, num_envs=1, env_kwargs={"max_steps": 3},
+             wrappers=[partial(HistoryPrompt)])
+    assert len(seen) == 3
+    assert seen[2].count("not a tool call") >= 2  # the prompt carries the earlier actions
+    assert "Task:" in seen[2]
