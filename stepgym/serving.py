@@ -412,7 +412,7 @@ def create_app(backend: ChatBackend, model_name: str = "stepgym", *, api_key: st
 
         comps = await run_in_threadpool(
             backend.complete, messages,
-            tools=[t["function"] | {"type": "function"} for t in tools] if use_tools else None,
+            tools=tools if use_tools else None,  # {"type": "function", "function": {...}}, as chat templates expect
             max_tokens=max_tokens, temperature=temperature, top_p=top_p, stop=stop, n=n,
         )
         cid = "chatcmpl-" + secrets.token_hex(12)

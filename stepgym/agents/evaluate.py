@@ -246,7 +246,9 @@ def evaluate(
     if not isinstance(num_envs, int) or num_envs < 1:
         raise InvalidArgument(f"num_envs must be a positive int, got {num_envs!r}")
     agent = as_agent(agent)
-    if getattr(agent, "name", "") == "human":
+    from stepgym.agents.simple import HumanAgent
+
+    if isinstance(agent, HumanAgent):
         num_envs = 1  # one person plays one episode at a time
     n = min(num_envs, episodes)
     start = time.perf_counter()

@@ -181,6 +181,7 @@ class HumanAgent(BaseAgent):
         console: a ``rich.console.Console`` to print to (default: stdout).
         show_observation: print the observation before asking (``stepgym play`` may print
             it itself and pass False).
+        prompt: the text shown before reading an action (``None``: show nothing).
 
     Example:
         >>> import io
@@ -199,6 +200,7 @@ class HumanAgent(BaseAgent):
         input: IO[str] | None = None,
         console: Any = None,
         show_observation: bool = True,
+        prompt: str | None = "action> ",
     ) -> None:
         super().__init__()
         from rich.console import Console
@@ -207,6 +209,7 @@ class HumanAgent(BaseAgent):
         self.input = input
         self.console = console if console is not None else Console()
         self.show_observation = show_observation
+        self.prompt = prompt
 
     def _readline(self) -> str:
         stream = self.input if self.input is not None else sys.stdin
@@ -225,7 +228,8 @@ class HumanAgent(BaseAgent):
             if info.get("error"):
                 self.console.print(Text(f"last action error: {info['error']}", style="yellow"))
         while True:
-            self.console.print(Text("action> ", style="bold green"), end="")
+            if self.prompt:
+                self.console.print(Text(self.prompt, style="bold green"), end="")
             lines = [self._readline()]
             while lines[-1].endswith("\\"):
                 lines[-1] = lines[-1][:-1]

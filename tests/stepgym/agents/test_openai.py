@@ -218,3 +218,24 @@ def test_timeouts_and_refused_connections_raise_after_retries():
     agent = OpenAIAgent("slow", url, max_retries=1, backoff_s=0.01, timeout_s=2)
     with pytest.raises(APIError, match="failed after 2 attempt"):
         agent.act("hi", {})
+
+
+def test_request_tools_reach_the_chat_template(tiny):
+    import copy
+
+    model, tok = tiny
+    tok = copy.deepcopy(tok)
+    # A template that lists the tools' names, as tool-aware templates (Qwen, Llama 3.1) do.
+    tok.chat_template = ("{% if tools %}TOOLS:{% for t in tools %} {{ t.function.name }}{% endfor %}\n{% endif %}"
+                         + tok.chat_template)
+    agent = TransformersAgent(model, tok, max_new_tokens=2, temperature=0.0, stop=())
+    messages = [{"role": "user", "content": "hi"}]
+    tools = [{"type": "function", "function": {"name": "lookup_population", "parameters": {"type": "object"}}}]
+    assert "TOOLS: lookup_population" in agent.render(messages, tools=tools)
+    with serve_in_thread(create_app(TransformersBackend(agent), "t")) as server:
+        _, plain = _post(server.base_url + "/chat/completions", {"model": "t", "messages": messages})
+        _, with_tools = _post(server.base_url + "/chat/completions", {"model": "t", "messages": messages, "tools": tools})
+        _, tools_off = _post(server.base_url + "/chat/completions",
+                             {"model": "t", "messages": messages, "tools": tools, "tool_choice": "none"})
+    assert with_tools["usage"]["prompt_tokens"] > plain["usage"]["prompt_tokens"]
+    assert tools_off["usage"]["prompt_tokens"] == plain["usage"]["prompt_tokens"]

@@ -108,3 +108,10 @@ def test_human_agent_quit_and_end_of_input(text):
     agent, _ = _human(text)
     with pytest.raises(UserQuit):
         agent.act("obs", {})
+
+
+def test_human_agent_can_leave_printing_to_the_caller():
+    out = io.StringIO()
+    agent = HumanAgent(input=io.StringIO("go\n"), console=Console(file=out), show_observation=False, prompt=None)
+    assert agent.act("secret observation", {}) == "go"
+    assert out.getvalue() == ""
