@@ -544,9 +544,13 @@ class TokenBudget(_ContextWrapper):
         budget = self.max_tokens
         tokens_before = self._base + self._total
         start = self._window_start()
-        if n == 0:
-            text, msgs = self._render(0, None, None)
-            return text, self._context(0, tokens_before, self._base), msgs
+        if n == 0 or start == n:  # nothing to show but the task (max_steps=0)
+            text, msgs = self._render(n, self._omitted_text(n), None)
+            exact = self._base if n == 0 else self._count(text)
+            if exact > budget:
+                text, msgs = self._render(n, "", None)
+                exact = self._count(text)
+            return text, self._context(n, tokens_before, exact), msgs
         # Newest-first estimate from the cached counts: keep a contiguous run of recent
         # steps (the latest always) whose pieces fit beside the task and the omitted line.
         room = budget - self._base - self._count(self.template.omitted.format(n=n))

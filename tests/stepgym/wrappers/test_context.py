@@ -213,6 +213,8 @@ def _check_budget(tokenizer, task, observations, actions, budget, chat, window):
             if not ctx["truncated"]:
                 assert prompt == full_prompt  # nothing cut: exactly the full history
         assert ctx["steps_kept"] + ctx["steps_dropped"] == len(env.transcript[1])
+        if window is not None:
+            assert ctx["steps_kept"] <= window
 
 
 @pytest.mark.parametrize("tok_name", ["smollm2_tokenizer", "tiny_tokenizer", "bert_tokenizer"])
