@@ -316,7 +316,14 @@ def build_tiny_tokenizer(corpus: Iterable[str] | None = None, vocab_size: int = 
         show_progress=False,
     )
     tok.train_from_iterator(list(corpus), trainer=trainer)
-    return _wrap_tiny_tokenizer(tok)
+    # The trainer registers every reserved token as "special", and decode(skip_special_tokens=True)
+    # (what most agents call) would then drop the tool-call tags from the model's action. Keep
+    # them as ordinary added tokens: still one id each, never split, but part of the text.
+    data = json.loads(tok.to_str())
+    for added in data["added_tokens"]:
+        if added["content"] in _TOOL_TAGS:
+            added["special"] = False
+    return _wrap_tiny_tokenizer(Tokenizer.from_str(json.dumps(data)))
 
 
 def _wrap_tiny_tokenizer(tok: Any):

@@ -76,6 +76,10 @@ def test_tiny_tokenizer_round_trips_and_has_specials():
     # the tool-call tags are single tokens: the tiny model must learn to emit them from scratch
     assert len(tok("<tool_call>", add_special_tokens=False)["input_ids"]) == 1
     assert len(tok("</tool_call>", add_special_tokens=False)["input_ids"]) == 1
+    # decoding an action without special tokens keeps the tags and drops only the turn markers
+    action = TEXTS[1] + tok.eos_token + tok.pad_token
+    ids = tok(action, add_special_tokens=False)["input_ids"]
+    assert tok.decode(ids, skip_special_tokens=True) == TEXTS[1]
     # ToolUse-style text compresses (byte-level BPE trained on it): well under one token per char
     assert len(tok(TEXTS[1])["input_ids"]) < len(TEXTS[1]) / 2.5
 
