@@ -34,19 +34,22 @@ class NameMaker:
     def __init__(self, rng: np.random.Generator) -> None:
         self.rng = rng
         self.used: set[str] = set()
+        self._buf: list[int] = []
+
+    def randint(self, n: int) -> int:
+        """A uniform int in [0, n) (n small). Draws come from the generator in batches:
+        one ``integers`` call per draw dominated the reset time of the envs."""
+        if not self._buf:
+            self._buf = self.rng.integers(0, 1 << 30, size=256).tolist()
+        return self._buf.pop() % n
 
     def _syllable(self) -> str:
-        r = self.rng
-        return (
-            _ONSETS[int(r.integers(len(_ONSETS)))]
-            + _VOWELS[int(r.integers(len(_VOWELS)))]
-            + _CODAS[int(r.integers(len(_CODAS)))]
-        )
+        return _ONSETS[self.randint(len(_ONSETS))] + _VOWELS[self.randint(len(_VOWELS))] + _CODAS[self.randint(len(_CODAS))]
 
     def word(self, syllables: tuple[int, int] = (2, 3)) -> str:
         """A new capitalised word, unique within this maker (also across :meth:`person`)."""
         for _ in range(1000):
-            n = int(self.rng.integers(syllables[0], syllables[1] + 1))
+            n = syllables[0] + self.randint(syllables[1] - syllables[0] + 1)
             w = "".join(self._syllable() for _ in range(n)).capitalize()
             if 4 <= len(w) <= 12 and w.lower() not in self.used:
                 self.used.add(w.lower())
@@ -59,4 +62,4 @@ class NameMaker:
 
     def choice(self, items: list | tuple):
         """One item drawn uniformly."""
-        return items[int(self.rng.integers(len(items)))]
+        return items[self.randint(len(items))]

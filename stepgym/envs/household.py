@@ -573,9 +573,9 @@ class HouseholdEnv(StepEnv):
     """ALFWorld-style household tasks in a generated house, with an exact planner as expert.
 
     Args:
-        difficulty: ``"easy"`` (kitchen + living room, ~17 receptacles, 4 distractor objects,
-            one object of the task type), ``"medium"`` (three rooms, ~27 receptacles, 8
-            distractors, 1-2 candidates) or ``"hard"`` (~37 receptacles, 14 distractors,
+        difficulty: ``"easy"`` (kitchen + living room, 13 receptacles, 4 distractor objects,
+            one object of the task type), ``"medium"`` (three rooms, 26 receptacles, 8
+            distractors, 1-2 candidates) or ``"hard"`` (36 receptacles, 14 distractors,
             2-3 candidates).
         task_types: any of ``TASK_TYPES`` (default all six).
         show_admissible: also list the admissible commands in every observation.

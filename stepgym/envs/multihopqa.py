@@ -130,8 +130,8 @@ class _World:
         # Every country gets at least one city so that each has a capital.
         for i, c in enumerate(cities):
             country = countries[i] if i < len(countries) else names.choice(countries)
-            c.attrs.update(country=country.name, founded=int(rng.integers(700, 1900)),
-                           population=int(rng.integers(20, 3000)) * 1000)
+            c.attrs.update(country=country.name, founded=700 + names.randint(1200),
+                           population=20 + names.randint(2980) * 1000)
         for k in countries:
             own = [c for c in cities if c.attrs["country"] == k.name]
             k.attrs.update(capital=names.choice(own).name, region=names.choice(_REGIONS),
@@ -141,11 +141,11 @@ class _World:
         for o, f in zip(orgs, founders, strict=True):
             o.attrs.update(founder=f.name, city=names.choice(cities).name)
         for p in people:
-            p.attrs.update(born=int(rng.integers(1850, 1990)), birthplace=names.choice(cities).name,
+            p.attrs.update(born=1850 + names.randint(140), birthplace=names.choice(cities).name,
                            profession=names.choice(_PROFESSIONS), employer=names.choice(orgs).name)
         for o in orgs:
             founder = self.entities[o.attrs["founder"]]
-            o.attrs["founded"] = founder.attrs["born"] + int(rng.integers(25, 60))
+            o.attrs["founded"] = founder.attrs["born"] + 25 + names.randint(35)
         self.docs: dict[str, str] = {e.name: self._document(e) for e in self.entities.values()}
 
     def _add(self, name: str, kind: str) -> _Entity:
@@ -184,7 +184,7 @@ def _bridge(world: _World, names: NameMaker, hops: int) -> _Question | None:
     for h in range(hops):
         last = h == hops - 1
         options = [(attr, tmpl) for attr, tmpl in _RELATIONS[cur.kind] if cur.attrs[attr] not in seen]
-        if last and names.rng.random() < 0.4:
+        if last and names.randint(100) < 40:
             attr, q = names.choice(_ATTRIBUTES[cur.kind])
             support.append(cur.name)
             return _Question(q.format(phrase), str(cur.attrs[attr]), "bridge", hops, support)
@@ -226,7 +226,7 @@ def _comparison(world: _World, names: NameMaker, hops: int) -> _Question | None:
     if hops not in (2, 4):
         return None
     rng = names.rng
-    same = rng.random() < 0.35
+    same = names.randint(100) < 35
     kind, attr, tmpl = names.choice(_SAME) if same else names.choice(_COMPARE)[:3]
     order = None if same else dict((c[2], c[3]) for c in _COMPARE)[tmpl]
     pool = world.of_kind(kind)
@@ -243,7 +243,7 @@ def _comparison(world: _World, names: NameMaker, hops: int) -> _Question | None:
         return None
     idx = rng.permutation(len(pool))
     a, b = pool[int(idx[0])], pool[int(idx[1])]
-    if same and rng.random() < 0.5:
+    if same and names.randint(2) == 0:
         # Make half of the yes/no questions true: look for a pair that shares the link.
         for i in idx:
             for j in idx:
@@ -369,7 +369,7 @@ class MultiHopQAEnv(StepEnv):
         self._question = q
         self._titles = list(docs)
         self._docs = [docs[t] for t in self._titles]
-        self._index()
+        self._retriever = None  # built on the first search: reset stays cheap
         self._seen = set()
         example = format_tool_call("search", {"query": "NAME"})
         obs = (
@@ -428,6 +428,8 @@ class MultiHopQAEnv(StepEnv):
         tokens = bm25s.tokenize([query], stopwords="en", show_progress=False, return_ids=False)
         if not tokens or not tokens[0]:
             return ToolOutput(f"No results for {quote_action(query, 80)}: use content words such as names.", ok=False)
+        if self._retriever is None:
+            self._index()
         k = min(self.top_k, len(self._titles))
         docs, scores = self._retriever.retrieve(tokens, k=k, show_progress=False)
         lines = []
