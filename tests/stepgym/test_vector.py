@@ -96,3 +96,16 @@ def test_wrappers_are_applied_to_each_sub_env():
 def test_bad_arguments_fail_early_with_stepgym_errors(kwargs, error):
     with pytest.raises(error):
         stepgym.make_vec(**kwargs)
+
+
+def test_async_sub_envs_can_share_one_recording(tmp_path):
+    from stepgym.wrappers import RecordTrajectories, read_recording
+
+    path = tmp_path / "rec.jsonl"
+    with closing(stepgym.make_vec(ENV, 2, "async", wrappers=[partial(RecordTrajectories, path=path)])) as envs:
+        envs.reset(seed=0)
+        for _ in range(6):
+            envs.step(experts(envs))
+    episodes, skipped = read_recording(path)
+    assert skipped == 0 and len({ep["run"] for ep in episodes}) == 2
+    assert all(ep["steps"][0]["step"] == 0 for ep in episodes)
