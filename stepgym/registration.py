@@ -133,7 +133,7 @@ BUILTINS: list[EnvInfo] = [
         reward_range=(0.0, 1.0),
         entry_point="stepgym.envs.textworld_adapter:TextWorldEnv",
         family="third-party",
-        requires="pip install 'stepgym[textworld]'",
+        requires="pip install textworld",
     ),
     EnvInfo(
         id="stepgym/TextArena-v0",
@@ -142,7 +142,7 @@ BUILTINS: list[EnvInfo] = [
         reward_range=(-1.0, 1.0),
         entry_point="stepgym.envs.textarena_adapter:TextArenaEnv",
         family="third-party",
-        requires="pip install 'stepgym[textarena]'",
+        requires="pip install textarena",
     ),
     # -- more built-ins below this line (keep this marker) --
 ]

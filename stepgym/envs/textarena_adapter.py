@@ -1,6 +1,6 @@
 """TextArena-v0: TextArena's games as stepgym envs (single-player) and PettingZoo envs (multi-player).
 
-Needs the optional extra: ``pip install 'stepgym[textarena]'``.
+Needs the optional extra ``textarena``: ``pip install textarena`` (or ``pip install 'stepgym[textarena]'``).
 
 * ``gym.make("stepgym/TextArena-v0", game="Wordle-v0")`` wraps a single-player TextArena
   game as a :class:`~stepgym.core.StepEnv`: the observation is the game's new messages,
@@ -37,7 +37,8 @@ from stepgym.core import StepEnv, StepResult
 from stepgym.errors import DependencyNotInstalled, InvalidArgument, InvalidConfig
 from stepgym.spaces import UnicodeText
 
-PIP = "pip install 'stepgym[textarena]'  (or: pip install textarena)"
+# No square brackets ("stepgym[textarena]"): rich markup in the CLI would eat them.
+PIP = "pip install textarena"
 try:
     import textarena as ta
     from textarena.envs.registration import ENV_REGISTRY

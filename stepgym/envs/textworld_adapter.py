@@ -1,7 +1,8 @@
 """TextWorld-v0: games generated locally with Microsoft TextWorld, as a stepgym env.
 
-Needs the optional extra: ``pip install 'stepgym[textworld]'`` (TextWorld ships the Inform 7
-compiler it needs for Linux and macOS). Each episode draws a game seed from the env's RNG,
+Needs the optional extra ``textworld``: ``pip install textworld`` (or
+``pip install 'stepgym[textworld]'``); TextWorld ships the Inform 7 compiler it needs for
+Linux and macOS. Each episode draws a game seed from the env's RNG,
 generates the game with TextWorld's generator (``nb_rooms``, ``nb_objects``,
 ``quest_length`` from the difficulty), compiles it once into a cache folder, and plays it
 through ``textworld.start``. The agent types TextWorld commands (``go east``, ``take key
@@ -27,7 +28,8 @@ from typing import Any, ClassVar
 from stepgym.core import StepEnv, StepResult, quote_action
 from stepgym.errors import DependencyNotInstalled, InvalidArgument, InvalidConfig
 
-PIP = "pip install 'stepgym[textworld]'  (or: pip install textworld)"
+# No square brackets ("stepgym[textworld]"): rich markup in the CLI would eat them.
+PIP = "pip install textworld"
 try:
     import textworld
     from textworld.generator import GameOptions, compile_game, make_game
