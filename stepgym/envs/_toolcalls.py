@@ -64,7 +64,13 @@ def dispatch(action: str, tools: dict[str, FunctionTool]) -> tuple[FunctionTool,
     call = parse_tool_call(action)
     if isinstance(call, ParseError):
         return call.message
-    tool = tools.get(call.name)
+    name = call.name
+    if call.style == "react":
+        # ReAct agents write Search[...] / Finish[...] (HotpotQA's ReAct prompt).
+        name = name.lower()
+        if name == "finish":
+            name = "answer" if "answer" in tools else "submit"
+    tool = tools.get(name)
     if tool is None:
         names = ", ".join(sorted(tools))
         return f"unknown tool {quote_action(call.name, 40)}; the tools are: {names}. {TOOL_CALL_FORMAT_HELP}"

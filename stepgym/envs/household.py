@@ -564,9 +564,17 @@ def _generate(rng, difficulty: str, task_types: tuple[str, ...]) -> tuple[_House
         "heat": f"put a hot {otype} {prep} {rtype}",
         "cool": f"put a cool {otype} {prep} {rtype}",
         "examine": f"look at the {otype} under the desklamp",
-        "pick_two": f"put two {otype}s {prep} {rtype}",
+        "pick_two": f"put two {_plural(otype)} {prep} {rtype}",
     }[kind]
     return h, _Task(kind, otype, rtype, text)
+
+
+def _plural(word: str) -> str:
+    if word == "knife":
+        return "knives"
+    if word.endswith(("s", "x", "ch", "sh")) or word in ("potato", "tomato"):
+        return word + "es"
+    return word + "s"
 
 
 class HouseholdEnv(StepEnv):

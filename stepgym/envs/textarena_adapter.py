@@ -293,6 +293,7 @@ class TextArenaAECEnv(AECEnv):
             raise InvalidConfig("num_players", num_players, "an int >= 2 (single-player games: stepgym/TextArena-v0)")
         self.game = game
         self.num_players = num_players
+        self.render_mode = None
         self._ta = _make_game(game, dict(game_kwargs or {}))
         self._rng = _RandomState()
         self.possible_agents = [f"player_{i}" for i in range(num_players)]

@@ -76,6 +76,10 @@ def test_formats_react_and_bare_json_and_errors():
     assert not info["action_valid"] and "search" in info["error"] and not term
     obs, r, term, trunc, info = env.step(format_tool_call("search", {"query": "the of and"}))
     assert not info["action_valid"] and "No results" in obs
+    # HotpotQA's ReAct prompt: capitalised tools, Finish[...] answers.
+    gold = env.unwrapped._question.answer
+    obs, r, term, trunc, info = env.step(f"Thought: I know it.\nAction: Finish[{gold}]")
+    assert term and r == 1.0 and info["success"] is True
 
 
 def test_metrics():
