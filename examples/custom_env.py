@@ -119,7 +119,7 @@ def main() -> int:
                   "--stop-strings", "</guess>", "--overwrite"]
     if small:
         train_args += ["--iterations", "1", "--episodes-per-iteration", "4", "--group-size", "2",
-                       "--max-new-tokens", "6", "--eval-episodes", "2", "--no-eval-before", "--no-progress"]
+                       "--max-new-tokens", "6", "--eval-episodes", "2", "--no-eval-before", "--no-progress", "--threads", "1"]
     rc = stepgym_cli(train_args)
     if rc == 0:
         print(f"trained; evaluate it with: stepgym eval --env {env_id} --agent checkpoint:{out}")

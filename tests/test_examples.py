@@ -19,6 +19,20 @@ import pytest
 EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "examples"
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """One torch thread: with pytest -n 2 on 2 cores, more threads only wait on each other."""
+    if importlib.util.find_spec("torch") is None:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def run_here(name: str, *args: str, capsys, monkeypatch) -> str:
     monkeypatch.setattr(sys, "argv", [str(EXAMPLES / name), *args])
     monkeypatch.syspath_prepend(str(EXAMPLES))
@@ -86,7 +100,7 @@ def test_serve_and_eval_over_http(capsys, monkeypatch):
 def test_trl_grpo_recipe():
     if importlib.util.find_spec("trl") is None:
         pytest.skip('TRL is not installed (pip install "stepgym[trl]")')
-    env = dict(os.environ, PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1")
     proc = subprocess.run([sys.executable, str(EXAMPLES / "trl_grpo.py"), "--budget", "small"], capture_output=True,
                           text=True, timeout=400, env=env, cwd=EXAMPLES.parent)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

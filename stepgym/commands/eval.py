@@ -28,6 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--record", metavar="DIR", help="write every step as JSON Lines under DIR (one file per agent and env)")
     p.add_argument("--temperature", type=float, default=None, help="sampling temperature of model agents (0 = greedy)")
     p.add_argument("--max-new-tokens", type=int, default=None, help="tokens per action at most, for model agents")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads for local model agents (default: torch's choice)")
     add_env_kwargs_option(p)
 
 
@@ -72,6 +74,13 @@ def run(args: argparse.Namespace) -> int:
     for e in env_ids:
         resolve_env_id(e)  # fail fast on a typo, before loading any model
     specs = args.agents or ["random"]
+    if args.threads is not None:
+        if args.threads < 1:
+            raise InvalidArgument(f"--threads must be at least 1, got {args.threads}")
+        if any(s.partition(":")[0] in ("hf", "checkpoint") for s in specs):
+            import torch
+
+            torch.set_num_threads(args.threads)
     env_kwargs = parse_env_kwargs(args.env_kwargs)
     console = Console(highlight=False)
     agents = [make_agent(s, None, **_agent_kwargs(s, args)) for s in specs]

@@ -22,6 +22,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-new-tokens", type=int, default=512, help="completion tokens when a request sets no max_tokens")
     p.add_argument("--temperature", type=float, default=0.7, help="temperature when a request sets none")
     p.add_argument("--device", default=None, help="torch device, e.g. cuda or cpu (default: where the model loads)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's choice; 1 is fastest for small models on a busy machine)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,6 +40,12 @@ def run(args: argparse.Namespace) -> int:
     from stepgym.serving import backend_from_spec, create_app
 
     console = Console(stderr=True, highlight=False)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise InvalidArgument(f"--threads must be at least 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
     console.print(f"[dim]loading {args.model} ...[/]")
     backend = backend_from_spec(args.model, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                                 device=args.device, stop=())

@@ -22,7 +22,7 @@ pytest.importorskip("uvicorn")
 
 def test_serve_command_answers_chat_completions_and_errors():
     proc = subprocess.Popen(
-        [sys.executable, "-m", "stepgym.cli", "serve", "--model", "tiny", "--port", "0", "--name", "tiny-policy",
+        [sys.executable, "-m", "stepgym.cli", "serve", "--model", "tiny", "--port", "0", "--name", "tiny-policy", "--threads", "1",
          "--max-new-tokens", "6"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )

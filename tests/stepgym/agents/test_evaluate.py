@@ -70,7 +70,7 @@ def test_eval_cli_with_a_model_agent_counts_real_tokens(run_dir, tmp_path):
 
     out = tmp_path / "e.json"
     rc = main(["eval", "--env", "stepgym/ToolUse-v0", "--agent", f"hf:{run_dir / 'policy'}", "--agent", "expert",
-               "--episodes", "2", "--max-new-tokens", "4", "--temperature", "0", "-k", "max_steps=2",
+               "--episodes", "2", "--max-new-tokens", "4", "--temperature", "0", "-k", "max_steps=2", "--threads", "1",
                "--json", str(out)])
     assert rc == 0
     results = {r["agent"]: r for r in json.loads(out.read_text())["results"]}
