@@ -4,6 +4,7 @@ Usage:
     python bench/agents_eval.py               # table
     python bench/agents_eval.py --markdown    # rows for docs/benchmarks.md
     python bench/agents_eval.py --quick       # fewer repetitions
+    python bench/agents_eval.py --threads 1   # one torch thread (fastest for tiny models on a busy machine)
 
 Rows:
 * eval harness: microseconds per step of the expert on ToolUse-v0 (easy), in a plain
@@ -117,7 +118,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--markdown", action="store_true")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args()
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
     repeats = 3 if args.quick else 5
     rows = bench_eval(50 if args.quick else 200, repeats)
     rows += bench_http(24 if args.quick else 96, repeats)
