@@ -79,7 +79,7 @@ def _sanitize(command: str) -> str:
     meta-commands (``\\help``), which an LLM must not be able to reach.
     """
     text = _UNSAFE_RE.sub(" ", command)
-    return " ".join(text.split())[:200]
+    return " ".join(text.split())[:190]  # Jericho truncates input past 198 bytes
 
 
 class TextWorldEnv(StepEnv):
