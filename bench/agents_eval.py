@@ -13,8 +13,10 @@ Rows:
 * HTTP: milliseconds per ``OpenAIAgent.act`` against ``stepgym.serving`` on 127.0.0.1 with
   a constant-answer backend (so only client + server overhead is timed), one at a time and
   as ``act_batch`` of 8 concurrent requests (per request);
-* generation: tokens per second of ``TransformersAgent`` on the ``tiny`` model, greedy,
-  batch 1 vs batch 8 (skipped without torch).
+* generation: tokens per second of ``TransformersAgent`` on the ``tiny`` model, sampled,
+  batch 1 vs batch 8 (skipped without torch);
+* threads (without ``--threads``): milliseconds per tiny-model forward pass with torch's
+  default thread count and with one thread.
 
 Each figure is the median of several repetitions.
 """
@@ -114,6 +116,32 @@ def bench_generation(repeats: int) -> list[tuple[str, float, str]]:
     return rows
 
 
+def bench_threads(repeats: int) -> list[tuple[str, float, str]]:
+    """32 forward passes of the tiny model with torch's default thread count vs one thread."""
+    try:
+        import torch
+
+        from steppo.models import load_model
+    except ImportError:
+        return []
+    model, tok = load_model("tiny", seed=0)
+    enc = tok(["Task: What is the population of Belxo?"], return_tensors="pt")
+    default = torch.get_num_threads()
+
+    def forwards(threads: int) -> float:
+        torch.set_num_threads(threads)
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            for _ in range(32):
+                model(**enc)
+        return (time.perf_counter() - t0) / 32 * 1e3
+
+    rows = [(f"tiny forward pass, {n} torch thread(s)", _median_of(lambda n=n: forwards(n), repeats), "ms")
+            for n in sorted({default, 1}, reverse=True)]
+    torch.set_num_threads(default)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--markdown", action="store_true")
@@ -127,6 +155,7 @@ def main() -> None:
     repeats = 3 if args.quick else 5
     rows = bench_eval(50 if args.quick else 200, repeats)
     rows += bench_http(24 if args.quick else 96, repeats)
+    rows += bench_threads(repeats) if args.threads is None else []
     rows += bench_generation(repeats)
     if args.markdown:
         print("| measurement | median | unit |\n| --- | ---: | --- |")
