@@ -96,7 +96,8 @@ def _ensure_nltk_data() -> None:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     if root not in nltk.data.path:
-        nltk.data.path.insert(0, root)
+        # Last in the search path: whatever real NLTK data is installed keeps precedence.
+        nltk.data.path.append(root)
 
 
 @contextlib.contextmanager
