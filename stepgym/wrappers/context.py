@@ -138,15 +138,25 @@ class TokenCounter:
         backend = getattr(tokenizer, "backend_tokenizer", None)
         self._backend = backend if backend is not None and hasattr(backend, "encode") else None
 
+    def _fast(self) -> Any:
+        b = self._backend
+        # A truncation or padding setting left on the backend by an earlier
+        # tokenizer(..., truncation=True) call would make counts wrong: use the slow path.
+        if b is None or b.truncation is not None or b.padding is not None:
+            return None
+        return b
+
     def count(self, text: str) -> int:
-        if self._backend is not None:
-            return len(self._backend.encode(text, add_special_tokens=False).ids)
-        return len(self.tokenizer.encode(text, add_special_tokens=False))
+        b = self._fast()
+        if b is not None:
+            return len(b.encode(text, add_special_tokens=False).ids)
+        return len(self.tokenizer(text, add_special_tokens=False, truncation=False, padding=False)["input_ids"])
 
     def offsets(self, text: str) -> list[tuple[int, int]]:
         """Character span of each token; proportional spans when the tokenizer has none."""
-        if self._backend is not None:
-            return list(self._backend.encode(text, add_special_tokens=False).offsets)
+        b = self._fast()
+        if b is not None:
+            return list(b.encode(text, add_special_tokens=False).offsets)
         n = self.count(text)
         if n == 0:
             return []

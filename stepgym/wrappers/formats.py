@@ -28,6 +28,8 @@ import gymnasium as gym
 
 from stepgym.actions import ParseError, format_tool_call, parse_tool_call
 from stepgym.errors import InvalidArgument
+from stepgym.spaces import DEFAULT_ACTION_CHARS, UnicodeText
+from stepgym.wrappers._common import text_bound
 
 __all__ = [
     "FORMATS",
@@ -244,6 +246,10 @@ class ParseActions(gym.Wrapper):
             raise InvalidArgument(f"formatter must be a callable ParsedAction -> str, got {formatter!r}")
         self.formats = tuple(formats)
         self.formatter = formatter
+        # Any text is a possible action here (formats are rewritten before the env sees
+        # them), so a plain Text action space with a small charset is widened.
+        bound = max(text_bound(env.action_space, DEFAULT_ACTION_CHARS), DEFAULT_ACTION_CHARS)
+        self.action_space = UnicodeText(bound, min_length=0)
         self.answer_tool = answer_tool
         self.answer_arg = answer_arg
 

@@ -44,7 +44,7 @@ import gymnasium as gym
 from stepgym.actions import ParseError
 from stepgym.core import clip_text
 from stepgym.errors import InvalidArgument
-from stepgym.spaces import UnicodeText
+from stepgym.spaces import DEFAULT_ACTION_CHARS, UnicodeText
 from stepgym.wrappers._common import UNBOUNDED, add_reward_component, check_number, text_bound
 from stepgym.wrappers.formats import parse_action
 
@@ -130,6 +130,10 @@ class MalformedActionPolicy(gym.Wrapper):
         self._last_obs: Any = ""
         self._last_info: dict[str, Any] = {}
         self._retries = 0
+        # Malformed text of any kind is a valid input to this wrapper.
+        self.action_space = UnicodeText(
+            max(text_bound(env.action_space, DEFAULT_ACTION_CHARS), DEFAULT_ACTION_CHARS), min_length=0
+        )
         inner = text_bound(env.observation_space)
         if mode in ("reprompt", "feedback", "penalize", "terminate"):
             # Error text is put in front of the observation (reprompt: of the previous one).

@@ -260,3 +260,16 @@ def test_expert_still_solves_through_a_tight_budget(smollm2_tokenizer):
     env = TokenBudget(CountEnv(), smollm2_tokenizer, max_tokens=48)
     steps = run_expert(env, 10)
     assert steps[-1][1] == 1.0 and steps[-1][4]["success"] is True
+
+
+def test_counts_ignore_truncation_left_on_the_tokenizer(tiny_tokenizer):
+    import copy
+
+    from stepgym.wrappers import TokenCounter
+
+    tok = copy.deepcopy(tiny_tokenizer)
+    text = "word " * 300
+    full = count_tokens(tok, text)
+    tok(text, truncation=True, max_length=16)  # leaves truncation set on the fast backend
+    assert tok.backend_tokenizer.truncation is not None
+    assert TokenCounter(tok).count(text) == full

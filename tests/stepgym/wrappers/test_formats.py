@@ -131,3 +131,10 @@ def test_custom_formatter_for_command_envs():
     assert seen == ["boxed"]
     with pytest.raises(InvalidArgument):
         ParseActions(gym.make("stepgym/ToolUse-v0"), formatter="hermes")
+
+
+def test_action_space_is_widened_for_plain_text_envs():
+    inner = gym.make("wrapperstest/PlainText-v0")
+    env = ParseActions(inner)
+    assert not inner.action_space.contains("<answer>abc</answer>")
+    assert env.action_space.contains("<answer>abc</answer>") and env.action_space.contains("😀")
