@@ -461,7 +461,8 @@ class MultiHopQAEnv(StepEnv):
                 reward=1.0 if em else 0.0,
                 terminated=True,
                 success=em,
-                info={"em": float(em), "f1": f1, "answer": q.answer, "prediction": pred},
+                info={"em": float(em), "f1": f1, "answer": q.answer, "prediction": pred,
+                      "support_recall": self._support_recall()},
             )
         out = tool(**args)
         text, ok = (out.text, out.ok) if isinstance(out, ToolOutput) else (str(out), True)
@@ -471,7 +472,15 @@ class MultiHopQAEnv(StepEnv):
 
     def _on_truncate(self) -> dict[str, Any]:
         q = self._question
-        return {"em": 0.0, "f1": 0.0, "answer": q.answer if q else None, "prediction": None}
+        return {"em": 0.0, "f1": 0.0, "answer": q.answer if q else None, "prediction": None,
+                "support_recall": self._support_recall()}
+
+    def _support_recall(self) -> float:
+        """Fraction of the supporting documents that some search showed (1.0 when none are known)."""
+        q = self._question
+        if q is None or not q.support:
+            return 1.0
+        return sum(t in self._seen for t in q.support) / len(q.support)
 
     def expert_action(self) -> str:
         """Search the next supporting document not yet retrieved (by its title), then answer."""

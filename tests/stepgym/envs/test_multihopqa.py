@@ -30,6 +30,7 @@ def test_expert_always_answers_correctly(difficulty):
     for seed in range(40):
         reward, info, steps = _run_expert(env, seed)
         assert reward == 1.0 and info["success"] is True and info["em"] == 1.0 and info["f1"] == 1.0
+        assert info["support_recall"] == 1.0  # it read every supporting document
         assert steps <= env.unwrapped.max_steps
 
 
@@ -63,6 +64,7 @@ def test_wrong_answer_gets_zero_reward_and_f1_in_info():
     obs, r, term, trunc, info = env.step(format_tool_call("answer", {"text": "Nobody " + gold}))
     assert term and r == 0.0 and info["success"] is False and info["em"] == 0.0
     assert 0.0 < info["f1"] < 1.0 and info["answer"] == gold
+    assert info["support_recall"] == 0.0  # answered without searching
 
 
 def test_formats_react_and_bare_json_and_errors():
