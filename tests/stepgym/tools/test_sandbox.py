@@ -166,11 +166,12 @@ def test_infinite_loop_is_stopped(tool):
 
 
 def test_sleeping_code_hits_the_wall_clock(tool):
+    quick = PythonTool(timeout_s=0.8, cpu_s=1, isolation=tool.isolation)
     t0 = time.monotonic()
-    out = tool(code="import time\ntime.sleep(60)")
+    out = quick(code="import time\ntime.sleep(60)")
     assert not out.ok and "time limit" in out.text, out.text
-    assert time.monotonic() - t0 < tool.timeout_s + 1.5
-    still_works(tool)
+    assert time.monotonic() - t0 < quick.timeout_s + 1.5
+    still_works(quick)
 
 
 def test_kill_parent_and_env_process_fails(tool, usr1):
@@ -266,3 +267,40 @@ def test_bwrap_required_but_missing_says_how_to_install(monkeypatch):
     with pytest.raises(DependencyNotInstalled, match="apt-get install -y bubblewrap"):
         Sandbox(isolation="bwrap")
     assert Sandbox(isolation="auto").isolation == "rlimits"
+
+
+def test_tooluse_env_runs_python_tool_calls_end_to_end():
+    """ToolUse-v0 with the python tool: the expert's code step runs sandboxed and succeeds."""
+    import gymnasium as gym
+
+    import stepgym  # noqa: F401
+    from stepgym.actions import format_tool_call
+
+    env = gym.make("stepgym/ToolUse-v0", tools=("search", "lookup", "calculator", "python"), difficulty="medium")
+    assert env.unwrapped.tools["python"].name == "python"
+    used_python = False
+    for seed in range(30):
+        obs, info = env.reset(seed=seed)
+        if seed == 0:
+            assert "python(code: string)" in obs
+        done = False
+        actions = []
+        while not done:
+            action = env.unwrapped.expert_action()
+            actions.append(action)
+            obs, reward, te, tr, info = env.step(action)
+            if '"name": "python"' in action:
+                assert info["action_valid"] and info["error"] is None, obs
+                assert obs.strip().lstrip("-").isdigit(), obs
+            done = te or tr
+        assert info["success"] is True
+        if any('"name": "python"' in a for a in actions):
+            used_python = True
+            break
+    assert used_python, "no task in 30 seeds used the python tool"
+    # A hostile call in the middle of an episode: error observation, episode goes on.
+    env.reset(seed=0)
+    obs, reward, te, tr, info = env.step(format_tool_call("python", {"code": "import os\nos.kill(os.getppid(), 9)"}))
+    assert not te and not tr and info["error"] and obs.startswith("Error")
+    obs, *_ = env.step(format_tool_call("python", {"code": "print(2 ** 10)"}))
+    assert obs == "1024"
