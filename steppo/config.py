@@ -184,6 +184,8 @@ class TrainConfig(CommonConfig):
     algo: str = _f("steppo", "training algorithm", choices=ALGOS)
     iterations: int = _f(20, "training iterations (rollout + update)", min=1)
     episodes_per_iteration: int = _f(8, "episodes collected per iteration", min=1)
+    max_env_steps: int = _f(0, "stop once this many env steps were collected (0 = no limit; equal-budget comparisons)",
+                            min=0)
     group_size: int = _f(1, "episodes per task seed (GRPO-style groups); must divide episodes_per_iteration", min=1)
     num_envs: int = _f(8, "environments stepped side by side (the generation batch)", min=1)
     temperature: float = _f(1.0, "sampling temperature of rollouts (log-probs are of the tempered policy)", min=1e-3)

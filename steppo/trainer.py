@@ -665,7 +665,7 @@ class Trainer:
         row["charts/response_tokens"] = batch.generated_tokens / max(1, len(batch.steps))
         row["perf/tokens_per_s"] = batch.generated_tokens / max(batch.generation_s, 1e-9)
         row["perf/rollout_s"] = batch.wall_s
-        if cfg.eval_every and it % cfg.eval_every == 0 or it == cfg.iterations:
+        if (cfg.eval_every and it % cfg.eval_every == 0) or it == cfg.iterations:
             row.update(self.evaluate())
         row["perf/iteration_s"] = time.perf_counter() - t0
         return row
@@ -682,6 +682,14 @@ class Trainer:
                 if k != "iteration" and isinstance(v, (int, float)) and math.isfinite(v):
                     self.writer.add_scalar(k, v, row["iteration"])
             self.writer.flush()
+
+    def _rewrite_metrics(self) -> None:
+        _atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in self.rows))
+        if self.writer is not None:
+            r = self.rows[-1]
+            for k, v in r.items():
+                if k.startswith("eval/"):
+                    self.writer.add_scalar(k, v, r["iteration"])
 
     def _metrics_line(self, row: dict[str, Any]) -> str:
         def g(k: str, fmt: str = "{:.2f}") -> str:
@@ -747,6 +755,13 @@ class Trainer:
                         self.save_checkpoint(it)
                     if self._stop:
                         interrupted = True
+                        break
+                    if cfg.max_env_steps and self.env_steps >= cfg.max_env_steps:
+                        if "eval/success_rate" not in row:
+                            # the budget ends the run: close it with an evaluation like the last iteration
+                            extra = self.evaluate()
+                            self.rows[-1].update(extra)
+                            self._rewrite_metrics()
                         break
         finally:
             if installed:

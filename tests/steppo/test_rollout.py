@@ -1,0 +1,106 @@
+"""Rollouts record the exact token ids fed to and produced by the model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from stepgym.core import StepRecord
+from steppo.models import load_model
+from steppo.policy import Policy, Sampler
+from steppo.rollout import (
+    ChatPromptBuilder,
+    Generator,
+    InProcessCollector,
+    LocalGenerator,
+    SamplingParams,
+    make_env_fn,
+)
+
+ENV_KW = {"difficulty": "easy", "tools": ["lookup"], "compact": True, "max_steps": 3}
+
+
+@pytest.fixture(scope="module")
+def parts():
+    lm, tok = load_model("tiny", seed=0)
+    pol = Policy(lm, tok, critic="shared")
+    return pol, tok
+
+
+ANSWER = '<tool_call>{"name": "answer", "arguments": {"text": "0"}}</tool_call>'
+
+
+class ScriptedGenerator(Generator):
+    """A backend that always answers "0": swapping backends is a new class, nothing else."""
+
+    def __init__(self, tok):
+        self.tokenizer = tok
+        self.ids = tok(ANSWER, add_special_tokens=False)["input_ids"]
+
+    def generate(self, prompts, params):
+        from steppo.policy import Generation
+
+        return [Generation(response_ids=list(self.ids), logprobs=[-1.0] * len(self.ids), text=ANSWER,
+                           stop_reason="stop_string") for _ in prompts]
+
+
+def test_records_hold_exact_prompt_and_response_ids(parts):
+    pol, tok = parts
+    pb = ChatPromptBuilder(tok, max_history_turns=2)
+    gen = LocalGenerator(Sampler(pol, stop_strings=("</tool_call>",)), values="step")
+    col = InProcessCollector(make_env_fn("stepgym/ToolUse-v0", ENV_KW), gen, pb, num_envs=3)
+    batch = col.collect([11, 11, 12, 13], [0, 0, 1, 2], SamplingParams(max_new_tokens=12, seed=5), traj_id_start=100)
+    assert len(batch.episodes) == 4
+    assert sorted({s.traj_id for s in batch.steps}) == [100, 101, 102, 103]
+    for s in batch.steps:
+        assert isinstance(s, StepRecord)
+        # prompt ids are exactly the tokenised prompt text; logprobs align with response ids
+        assert s.prompt_ids == tok(s.prompt_text, add_special_tokens=False)["input_ids"]
+        assert len(s.logprobs) == len(s.response_ids) >= 1
+        assert "value" in s.info
+    # teacher-forced log-probs of the stored ids equal the stored log-probs (token-in/token-out)
+    steps = batch.steps[:6]
+    with torch.no_grad():
+        out = pol.score([s.prompt_ids for s in steps], [s.response_ids for s in steps])
+    for i, s in enumerate(steps):
+        assert torch.allclose(out.logprobs[i, : len(s.logprobs)], torch.tensor(s.logprobs), atol=1e-4)
+    # episode bookkeeping: steps of an episode are numbered 0..T-1, the last one is done
+    for ep in batch.episodes:
+        st = [s for s in batch.steps if s.traj_id == ep.traj_id]
+        assert [s.step_index for s in st] == list(range(ep.length))
+        assert st[-1].done and not any(s.done for s in st[:-1])
+        assert st[-1].terminated == ep.terminated and st[-1].truncated == ep.truncated
+        assert all(s.group_id == ep.group_id for s in st)
+    # the same seed gives the same rollout
+    again = col.collect([11, 11, 12, 13], [0, 0, 1, 2], SamplingParams(max_new_tokens=12, seed=5), traj_id_start=100)
+    assert [s.response_ids for s in again.steps] == [s.response_ids for s in batch.steps]
+    m = batch.metrics()
+    assert set(m) == {"charts/success_rate", "charts/episode_return", "charts/episode_length",
+                      "charts/invalid_action_rate"}
+    col.close()
+
+
+def test_a_new_backend_is_a_new_class(parts):
+    _, tok = parts
+    col = InProcessCollector(make_env_fn("stepgym/ToolUse-v0", ENV_KW), ScriptedGenerator(tok),
+                             ChatPromptBuilder(tok), num_envs=2)
+    batch = col.collect([1, 2, 3], [0, 1, 2], SamplingParams(max_new_tokens=8))
+    assert [e.length for e in batch.episodes] == [1, 1, 1]
+    assert all(e.terminated and not e.success for e in batch.episodes)
+    assert all(s.response_ids == tok(ANSWER, add_special_tokens=False)["input_ids"] for s in batch.steps)
+
+
+def test_prompt_builder_keeps_the_task_and_recent_turns(parts):
+    _, tok = parts
+    pb = ChatPromptBuilder(tok, max_history_turns=1, max_prompt_tokens=4096)
+    obs = ["Task: find X", "obs one", "obs two", "obs three"]
+    acts = ["act one", "act two", "act three"]
+    ids, text = pb.build(obs, acts)
+    assert "Task: find X" in text and "act three" in text and "obs three" in text
+    assert "act one" not in text and "2 earlier step(s) omitted" in text
+    assert text.endswith("<|im_start|>assistant\n")
+    small = ChatPromptBuilder(tok, max_history_turns=3, max_prompt_tokens=40)
+    ids, text = small.build(obs, acts)
+    assert len(ids) <= 40
+    with pytest.raises(Exception, match="len"):
+        pb.build(obs, acts[:1])
