@@ -52,8 +52,9 @@ def bench_eval(episodes: int, repeats: int) -> list[tuple[str, float, str]]:
 
     def through_evaluate(n: int) -> float:
         t0 = time.perf_counter()
-        r = evaluate("stepgym/ToolUse-v0", make_agent("expert"), episodes=episodes, num_envs=n,
-                     env_kwargs={"difficulty": "easy"})
+        r = evaluate(
+            "stepgym/ToolUse-v0", make_agent("expert"), episodes=episodes, num_envs=n, env_kwargs={"difficulty": "easy"}
+        )
         return (time.perf_counter() - t0) / r.total_steps * 1e6
 
     return [
@@ -102,12 +103,13 @@ def bench_generation(repeats: int) -> list[tuple[str, float, str]]:
     model, tok = load_model("tiny", seed=0)
     rows = []
     for batch in (1, 8):
-        agent = TransformersAgent(model, tok, max_new_tokens=32, temperature=1.0, stop=(), history=False,
-                                  batch_size=batch, seed=0)
+        agent = TransformersAgent(
+            model, tok, max_new_tokens=32, temperature=1.0, stop=(), history=False, batch_size=batch, seed=0
+        )
         prompts = [f"Task: What is the population of city number {i}?" for i in range(batch)]
         agent.act_batch(prompts, [{}] * batch)  # warm up
 
-        def run() -> float:
+        def run(agent=agent, prompts=prompts, batch=batch) -> float:
             t0 = time.perf_counter()
             agent.act_batch(prompts, [{}] * batch)
             return sum(agent.last_token_counts or [0]) / (time.perf_counter() - t0)
@@ -136,8 +138,10 @@ def bench_threads(repeats: int) -> list[tuple[str, float, str]]:
                 model(**enc)
         return (time.perf_counter() - t0) / 32 * 1e3
 
-    rows = [(f"tiny forward pass, {n} torch thread(s)", _median_of(lambda n=n: forwards(n), repeats), "ms")
-            for n in sorted({default, 1}, reverse=True)]
+    rows = [
+        (f"tiny forward pass, {n} torch thread(s)", _median_of(lambda n=n: forwards(n), repeats), "ms")
+        for n in sorted({default, 1}, reverse=True)
+    ]
     torch.set_num_threads(default)
     return rows
 

@@ -53,14 +53,19 @@ class GuessNumberEnv(StepEnv):
     def _reset(self, options: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
         self.secret = int(self.np_random.integers(1, self.high + 1))  # seeded through the env's RNG only
         self.lo, self.hi = 1, self.high
-        return (f"I am thinking of a number between 1 and {self.high}. "
-                f"Guess it: write <guess>N</guess>. You have {self.max_steps} guesses."), {}
+        return (
+            f"I am thinking of a number between 1 and {self.high}. "
+            f"Guess it: write <guess>N</guess>. You have {self.max_steps} guesses."
+        ), {}
 
     def _step(self, action: str) -> StepResult:
         m = _GUESS.search(action)
         if not m:
-            return StepResult(f"I could not read a guess in {quote_action(action)}. Write <guess>N</guess>.",
-                              action_valid=False, error="no <guess>N</guess> in the action")
+            return StepResult(
+                f"I could not read a guess in {quote_action(action)}. Write <guess>N</guess>.",
+                action_valid=False,
+                error="no <guess>N</guess> in the action",
+            )
         n = int(m.group(1))
         if n == self.secret:
             return StepResult(f"{n} is right!", reward=1.0, terminated=True, success=True)
@@ -98,8 +103,21 @@ def main() -> int:
         return 1
 
     print("== 2. evaluate two agents on it")
-    stepgym_cli(["eval", "--env", env_id, "--agent", "expert", "--agent", "random",
-                 "--episodes", "8" if small else "50", "--num-envs", "4"])
+    stepgym_cli(
+        [
+            "eval",
+            "--env",
+            env_id,
+            "--agent",
+            "expert",
+            "--agent",
+            "random",
+            "--episodes",
+            "8" if small else "50",
+            "--num-envs",
+            "4",
+        ]
+    )
 
     print("== 3. train a policy on it with StepPO")
     if args.skip_train:
@@ -109,17 +127,45 @@ def main() -> int:
         import steppo.trainer  # noqa: F401
         from stepgym.commands import train as _train  # noqa: F401
     except ImportError as exc:
-        print(f"skipping training: the StepPO trainer is not available here ({exc}). "
-              'Install it with pip install "stepgym[train]".')
+        print(
+            f"skipping training: the StepPO trainer is not available here ({exc}). "
+            'Install it with pip install "stepgym[train]".'
+        )
         return 0
     out = tempfile.mkdtemp(prefix="guess_run_") if small else "runs/guess"
     # env kwargs {}: the trainer's default ({"difficulty": "easy"}) is for ToolUse-v0.
     env_kwargs = '{"high": 8, "max_steps": 3}' if small else "{}"
-    train_args = ["train", "--env", env_id, "--env-kwargs", env_kwargs, "--model", "tiny", "--out", out,
-                  "--stop-strings", "</guess>", "--overwrite"]
+    train_args = [
+        "train",
+        "--env",
+        env_id,
+        "--env-kwargs",
+        env_kwargs,
+        "--model",
+        "tiny",
+        "--out",
+        out,
+        "--stop-strings",
+        "</guess>",
+        "--overwrite",
+    ]
     if small:
-        train_args += ["--iterations", "1", "--episodes-per-iteration", "4", "--group-size", "2",
-                       "--max-new-tokens", "6", "--eval-episodes", "2", "--no-eval-before", "--no-progress", "--threads", "1"]
+        train_args += [
+            "--iterations",
+            "1",
+            "--episodes-per-iteration",
+            "4",
+            "--group-size",
+            "2",
+            "--max-new-tokens",
+            "6",
+            "--eval-episodes",
+            "2",
+            "--no-eval-before",
+            "--no-progress",
+            "--threads",
+            "1",
+        ]
     rc = stepgym_cli(train_args)
     if rc == 0:
         print(f"trained; evaluate it with: stepgym eval --env {env_id} --agent checkpoint:{out}")

@@ -42,7 +42,7 @@ def rule_policy(rng: np.random.Generator):
         last_round = rnd is not None and rnd.group(1) == rnd.group(2)
         if offer and whole and (2 * int(offer.group(1)) >= int(whole.group(1)) or last_round):
             return "accept"  # half the pool's value to us is a fair deal; anything beats no deal at the end
-        take = [n if v >= 3 else 0 for n, v in zip(pool, values)]  # keep what is worth a lot to us
+        take = [n if v >= 3 else 0 for n, v in zip(pool, values, strict=False)]  # keep what is worth a lot to us
         return "propose " + " ".join(map(str, take))
 
     return act
@@ -78,9 +78,12 @@ def play_negotiation(agent, games: int, seed: int) -> tuple[int, float]:
         agent.reset()
         while env.agents:
             names = list(env.agents)
-            actions = agent.act_batch([observations[n] for n in names], [infos[n] for n in names],
-                                      slots=[env.possible_agents.index(n) for n in names])
-            observations, rewards, terms, truncs, infos = env.step(dict(zip(names, actions)))
+            actions = agent.act_batch(
+                [observations[n] for n in names],
+                [infos[n] for n in names],
+                slots=[env.possible_agents.index(n) for n in names],
+            )
+            observations, rewards, terms, truncs, infos = env.step(dict(zip(names, actions, strict=True)))
             total += sum(rewards.values())
         deals += any(i.get("success") for i in infos.values())
     return deals, total / (2 * games)

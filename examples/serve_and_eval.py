@@ -33,8 +33,10 @@ def main() -> None:
     expert = evaluate(args.env, make_agent("expert"), episodes=args.episodes, env_kwargs={"difficulty": "easy"})
     for r in (over_http, expert):
         lo, hi = r.ci95
-        print(f"{r.agent:>14}: success {r.success_rate:.0%} (95% CI {lo:.0%}-{hi:.0%}), "
-              f"{r.mean_steps:.1f} steps, {r.tokens_per_step:.1f} tokens/step, {r.wall_s:.1f}s")
+        print(
+            f"{r.agent:>14}: success {r.success_rate:.0%} (95% CI {lo:.0%}-{hi:.0%}), "
+            f"{r.mean_steps:.1f} steps, {r.tokens_per_step:.1f} tokens/step, {r.wall_s:.1f}s"
+        )
 
 
 if __name__ == "__main__":

@@ -96,19 +96,27 @@ def _tool_method(tool: Any):
     method.__name__ = method.__qualname__ = tool.name
     method.__signature__ = inspect.Signature(params, return_annotation=str)
     method.__annotations__ = annotations
-    method.__doc__ = (tool.description or tool.name) + "\n\nArgs:\n" + "\n".join(doc_args) + \
-        "\n\nReturns:\n    The environment's observation after the call."
+    method.__doc__ = (
+        (tool.description or tool.name)
+        + "\n\nArgs:\n"
+        + "\n".join(doc_args)
+        + "\n\nReturns:\n    The environment's observation after the call."
+    )
     return method
 
 
 def check_adapter(env_cls: type, env_id: str) -> None:
     """Play one episode through the adapter's tool methods with the env's expert; it must earn the reward."""
-    from stepgym.actions import parse_tool_call
     from transformers.utils import get_json_schema
 
+    from stepgym.actions import parse_tool_call
+
     env = env_cls()
-    schemas = {m: get_json_schema(getattr(env, m)) for m in vars(env_cls) if not m.startswith("_")
-               and m not in ("reset", "get_reward")}
+    schemas = {
+        m: get_json_schema(getattr(env, m))
+        for m in vars(env_cls)
+        if not m.startswith("_") and m not in ("reset", "get_reward")
+    }
     env.reset(seed=0)
     while not env.done:
         call = parse_tool_call(env.env.unwrapped.expert_action())
@@ -159,11 +167,14 @@ def main() -> int:
         bf16=False,
         disable_tqdm=small,
     )
-    trainer = GRPOTrainer(model=model, processing_class=tok, args=config, train_dataset=dataset,
-                          environment_factory=env_cls)
+    trainer = GRPOTrainer(
+        model=model, processing_class=tok, args=config, train_dataset=dataset, environment_factory=env_cls
+    )
     trainer.train()
     rewards = [row[k] for row in trainer.state.log_history for k in row if k.endswith("reward")]
-    print(f"TRL {trl.__version__} GRPO on {args.env}: {trainer.state.global_step} step(s), logged rewards {rewards[:4]}")
+    print(
+        f"TRL {trl.__version__} GRPO on {args.env}: {trainer.state.global_step} step(s), logged rewards {rewards[:4]}"
+    )
     return 0
 
 

@@ -46,8 +46,14 @@ MAX_N = 8
 class RequestError(Exception):
     """A request the server refuses, with the OpenAI error fields."""
 
-    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
-                 type: str = "invalid_request_error") -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        param: str | None = None,
+        code: str | None = None,
+        type: str = "invalid_request_error",
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
@@ -111,8 +117,12 @@ class TransformersBackend:
             )
         with self.lock:
             gens = self.agent.generate(
-                [prompt], max_new_tokens=max_new, temperature=temperature, top_p=top_p,
-                stop=stop if stop is not None else (), num_return_sequences=n,
+                [prompt],
+                max_new_tokens=max_new,
+                temperature=temperature,
+                top_p=top_p,
+                stop=stop if stop is not None else (),
+                num_return_sequences=n,
             )
         out = []
         for g in gens:
@@ -180,38 +190,71 @@ def _text(content: Any, where: str) -> str:
         parts = []
         for j, part in enumerate(content):
             if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
-                raise RequestError(400, f"Invalid content part at {where}[{j}]: only text parts "
-                                   "({\"type\": \"text\", \"text\": ...}) are supported by this model.",
-                                   param=f"{where}[{j}]", code="invalid_value")
+                raise RequestError(
+                    400,
+                    f"Invalid content part at {where}[{j}]: only text parts "
+                    '({"type": "text", "text": ...}) are supported by this model.',
+                    param=f"{where}[{j}]",
+                    code="invalid_value",
+                )
             parts.append(part["text"])
         return "".join(parts)
-    raise RequestError(400, f"Invalid type for '{where}': expected a string or an array of content parts, "
-                       f"but got {type(content).__name__} instead.", param=where, code="invalid_type")
+    raise RequestError(
+        400,
+        f"Invalid type for '{where}': expected a string or an array of content parts, "
+        f"but got {type(content).__name__} instead.",
+        param=where,
+        code="invalid_type",
+    )
 
 
 def _normalise_messages(raw: Any) -> list[dict[str, str]]:
     """Validate chat messages and flatten them to role/content text the chat template understands."""
     if raw is None:
-        raise RequestError(400, "Missing required parameter: 'messages'.", param="messages", code="missing_required_parameter")
+        raise RequestError(
+            400, "Missing required parameter: 'messages'.", param="messages", code="missing_required_parameter"
+        )
     if not isinstance(raw, list):
-        raise RequestError(400, f"Invalid type for 'messages': expected an array, but got {type(raw).__name__} instead.",
-                           param="messages", code="invalid_type")
+        raise RequestError(
+            400,
+            f"Invalid type for 'messages': expected an array, but got {type(raw).__name__} instead.",
+            param="messages",
+            code="invalid_type",
+        )
     if not raw:
-        raise RequestError(400, "Invalid 'messages': empty array. Expected an array with minimum length 1, "
-                           "but got an empty array instead.", param="messages", code="empty_array")
+        raise RequestError(
+            400,
+            "Invalid 'messages': empty array. Expected an array with minimum length 1, but got an empty array instead.",
+            param="messages",
+            code="empty_array",
+        )
     out: list[dict[str, str]] = []
     for i, m in enumerate(raw):
         where = f"messages[{i}]"
         if not isinstance(m, dict):
-            raise RequestError(400, f"Invalid type for '{where}': expected an object, but got {type(m).__name__} instead.",
-                               param=where, code="invalid_type")
+            raise RequestError(
+                400,
+                f"Invalid type for '{where}': expected an object, but got {type(m).__name__} instead.",
+                param=where,
+                code="invalid_type",
+            )
         role = m.get("role")
         if role is None:
-            raise RequestError(400, f"Missing required parameter: '{where}.role'.", param=f"{where}.role",
-                               code="missing_required_parameter")
+            raise RequestError(
+                400,
+                f"Missing required parameter: '{where}.role'.",
+                param=f"{where}.role",
+                code="missing_required_parameter",
+            )
         if role not in _ROLES:
-            raise RequestError(400, f"Invalid value: {json.dumps(role)}. Supported values are: "
-                               + ", ".join(f"'{r}'" for r in _ROLES) + ".", param=f"{where}.role", code="invalid_value")
+            raise RequestError(
+                400,
+                f"Invalid value: {json.dumps(role)}. Supported values are: "
+                + ", ".join(f"'{r}'" for r in _ROLES)
+                + ".",
+                param=f"{where}.role",
+                code="invalid_value",
+            )
         content = _text(m.get("content"), f"{where}.content")
         if role == "assistant" and m.get("tool_calls"):
             # Earlier tool calls go back into the text in the Hermes format the model writes.
@@ -242,15 +285,27 @@ def _number(body: dict[str, Any], name: str, lo: float, hi: float, integer: bool
     ok_type = isinstance(v, int) if integer else isinstance(v, (int, float))
     if isinstance(v, bool) or not ok_type:
         want = "an integer" if integer else "a number"
-        raise RequestError(400, f"Invalid type for '{name}': expected {want}, but got {type(v).__name__} instead.",
-                           param=name, code="invalid_type")
+        raise RequestError(
+            400,
+            f"Invalid type for '{name}': expected {want}, but got {type(v).__name__} instead.",
+            param=name,
+            code="invalid_type",
+        )
     kind = "integer" if integer else "decimal"
     if v < lo:
-        raise RequestError(400, f"Invalid '{name}': {kind} below minimum value. Expected a value >= {lo:g}, "
-                           f"but got {v} instead.", param=name, code=f"{kind}_below_min_value")
+        raise RequestError(
+            400,
+            f"Invalid '{name}': {kind} below minimum value. Expected a value >= {lo:g}, but got {v} instead.",
+            param=name,
+            code=f"{kind}_below_min_value",
+        )
     if v > hi:
-        raise RequestError(400, f"Invalid '{name}': {kind} above maximum value. Expected a value <= {hi:g}, "
-                           f"but got {v} instead.", param=name, code=f"{kind}_above_max_value")
+        raise RequestError(
+            400,
+            f"Invalid '{name}': {kind} above maximum value. Expected a value <= {hi:g}, but got {v} instead.",
+            param=name,
+            code=f"{kind}_above_max_value",
+        )
     return v
 
 
@@ -269,11 +324,13 @@ def _tool_message(text: str) -> dict[str, Any] | None:
         if not isinstance(obj, dict) or not isinstance(obj.get("name"), str):
             return None
         args = obj.get("arguments", {})
-        calls.append({
-            "id": "call_" + secrets.token_hex(12),
-            "type": "function",
-            "function": {"name": obj["name"], "arguments": json.dumps(args, ensure_ascii=False)},
-        })
+        calls.append(
+            {
+                "id": "call_" + secrets.token_hex(12),
+                "type": "function",
+                "function": {"name": obj["name"], "arguments": json.dumps(args, ensure_ascii=False)},
+            }
+        )
     if not calls:
         return None
     content = text[: text.index("<tool_call>")].strip()
@@ -332,16 +389,22 @@ def create_app(backend: ChatBackend, model_name: str = "stepgym", *, api_key: st
 
     @app.exception_handler(Exception)
     async def _on_crash(request: Request, exc: Exception) -> JSONResponse:
-        return error(RequestError(500, f"The server had an error while processing your request: {type(exc).__name__}: {exc}",
-                                  type="server_error"))
+        return error(
+            RequestError(
+                500,
+                f"The server had an error while processing your request: {type(exc).__name__}: {exc}",
+                type="server_error",
+            )
+        )
 
     def check_auth(request: Request) -> None:
         if api_key is None:
             return
         got = request.headers.get("authorization", "")
         if not got.startswith("Bearer ") or not secrets.compare_digest(got[7:].strip(), api_key):
-            raise RequestError(401, "Incorrect API key provided. Pass it as 'Authorization: Bearer <key>'.",
-                               code="invalid_api_key")
+            raise RequestError(
+                401, "Incorrect API key provided. Pass it as 'Authorization: Bearer <key>'.", code="invalid_api_key"
+            )
 
     def model_card() -> dict[str, Any]:
         return {"id": model_name, "object": "model", "created": created, "owned_by": "stepgym"}
@@ -369,16 +432,26 @@ def create_app(backend: ChatBackend, model_name: str = "stepgym", *, api_key: st
         try:
             body = json.loads(raw)
         except ValueError:
-            raise RequestError(400, "We could not parse the JSON body of your request. (HINT: This likely means you "
-                               "aren't using your HTTP library correctly. The OpenAI API expects a JSON payload.)") from None
+            raise RequestError(
+                400,
+                "We could not parse the JSON body of your request. (HINT: This likely means you "
+                "aren't using your HTTP library correctly. The OpenAI API expects a JSON payload.)",
+            ) from None
         if not isinstance(body, dict):
             raise RequestError(400, f"Invalid request body: expected a JSON object, got {type(body).__name__}.")
         name = body.get("model")
         if name is None:
-            raise RequestError(400, "you must provide a model parameter", param="model", code="missing_required_parameter")
+            raise RequestError(
+                400, "you must provide a model parameter", param="model", code="missing_required_parameter"
+            )
         if name != model_name:
-            raise RequestError(404, f"The model `{name}` does not exist or you do not have access to it. "
-                               f"This server serves `{model_name}`.", param="model", code="model_not_found")
+            raise RequestError(
+                404,
+                f"The model `{name}` does not exist or you do not have access to it. "
+                f"This server serves `{model_name}`.",
+                param="model",
+                code="model_not_found",
+            )
         messages = _normalise_messages(body.get("messages"))
         temperature = _number(body, "temperature", 0, 2)
         top_p = _number(body, "top_p", 0, 1)
@@ -389,31 +462,57 @@ def create_app(backend: ChatBackend, model_name: str = "stepgym", *, api_key: st
         stop = body.get("stop")
         if isinstance(stop, str):
             stop = [stop]
-        if stop is not None and (not isinstance(stop, list) or not all(isinstance(s, str) for s in stop) or len(stop) > 4):
-            raise RequestError(400, "Invalid 'stop': expected a string or an array of at most 4 strings.",
-                               param="stop", code="invalid_value")
+        if stop is not None and (
+            not isinstance(stop, list) or not all(isinstance(s, str) for s in stop) or len(stop) > 4
+        ):
+            raise RequestError(
+                400,
+                "Invalid 'stop': expected a string or an array of at most 4 strings.",
+                param="stop",
+                code="invalid_value",
+            )
         tools = body.get("tools")
         if tools is not None:
             if not isinstance(tools, list) or not all(
-                isinstance(t, dict) and t.get("type") == "function" and isinstance(t.get("function"), dict)
-                and isinstance(t["function"].get("name"), str) for t in tools
+                isinstance(t, dict)
+                and t.get("type") == "function"
+                and isinstance(t.get("function"), dict)
+                and isinstance(t["function"].get("name"), str)
+                for t in tools
             ):
-                raise RequestError(400, "Invalid 'tools': expected an array of {\"type\": \"function\", "
-                                   "\"function\": {\"name\": ..., \"parameters\": {...}}} objects.",
-                                   param="tools", code="invalid_value")
+                raise RequestError(
+                    400,
+                    'Invalid \'tools\': expected an array of {"type": "function", '
+                    '"function": {"name": ..., "parameters": {...}}} objects.',
+                    param="tools",
+                    code="invalid_value",
+                )
         if body.get("tool_choice") not in (None, "auto", "none"):
-            raise RequestError(400, "Invalid 'tool_choice': this server supports 'auto' and 'none'.",
-                               param="tool_choice", code="invalid_value")
+            raise RequestError(
+                400,
+                "Invalid 'tool_choice': this server supports 'auto' and 'none'.",
+                param="tool_choice",
+                code="invalid_value",
+            )
         use_tools = bool(tools) and body.get("tool_choice") != "none"
         stream = body.get("stream", False)
         if not isinstance(stream, bool):
-            raise RequestError(400, f"Invalid type for 'stream': expected a boolean, but got {type(stream).__name__} instead.",
-                               param="stream", code="invalid_type")
+            raise RequestError(
+                400,
+                f"Invalid type for 'stream': expected a boolean, but got {type(stream).__name__} instead.",
+                param="stream",
+                code="invalid_type",
+            )
 
         comps = await run_in_threadpool(
-            backend.complete, messages,
+            backend.complete,
+            messages,
             tools=tools if use_tools else None,  # {"type": "function", "function": {...}}, as chat templates expect
-            max_tokens=max_tokens, temperature=temperature, top_p=top_p, stop=stop, n=n,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            stop=stop,
+            n=n,
         )
         cid = "chatcmpl-" + secrets.token_hex(12)
         now = int(time.time())
@@ -421,25 +520,61 @@ def create_app(backend: ChatBackend, model_name: str = "stepgym", *, api_key: st
         for i, c in enumerate(comps):
             msg = _tool_message(c.text) if use_tools else None
             finish = "tool_calls" if msg else c.finish_reason
-            choices.append({"index": i, "message": msg or {"role": "assistant", "content": c.text},
-                            "logprobs": None, "finish_reason": finish})
+            choices.append(
+                {
+                    "index": i,
+                    "message": msg or {"role": "assistant", "content": c.text},
+                    "logprobs": None,
+                    "finish_reason": finish,
+                }
+            )
         prompt_tokens = comps[0].prompt_tokens if comps else 0
         completion_tokens = sum(c.completion_tokens for c in comps)
-        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                 "total_tokens": prompt_tokens + completion_tokens}
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        }
         if not stream:
-            return {"id": cid, "object": "chat.completion", "created": now, "model": model_name,
-                    "choices": choices, "usage": usage}
+            return {
+                "id": cid,
+                "object": "chat.completion",
+                "created": now,
+                "model": model_name,
+                "choices": choices,
+                "usage": usage,
+            }
 
         def events():
             # The whole completion is generated first, then sent as OpenAI chunks.
             base = {"id": cid, "object": "chat.completion.chunk", "created": now, "model": model_name}
             for ch in choices:
                 delta = dict(ch["message"])
-                yield "data: " + json.dumps(base | {"choices": [{"index": ch["index"], "delta": delta,
-                                                                  "logprobs": None, "finish_reason": None}]}) + "\n\n"
-                yield "data: " + json.dumps(base | {"choices": [{"index": ch["index"], "delta": {},
-                                                                  "logprobs": None, "finish_reason": ch["finish_reason"]}]}) + "\n\n"
+                yield (
+                    "data: "
+                    + json.dumps(
+                        base
+                        | {"choices": [{"index": ch["index"], "delta": delta, "logprobs": None, "finish_reason": None}]}
+                    )
+                    + "\n\n"
+                )
+                yield (
+                    "data: "
+                    + json.dumps(
+                        base
+                        | {
+                            "choices": [
+                                {
+                                    "index": ch["index"],
+                                    "delta": {},
+                                    "logprobs": None,
+                                    "finish_reason": ch["finish_reason"],
+                                }
+                            ]
+                        }
+                    )
+                    + "\n\n"
+                )
             if (body.get("stream_options") or {}).get("include_usage"):
                 yield "data: " + json.dumps(base | {"choices": [], "usage": usage}) + "\n\n"
             yield "data: [DONE]\n\n"
@@ -504,4 +639,3 @@ def serve_in_thread(app: Any, host: str = "127.0.0.1", port: int = 0, timeout: f
             raise RuntimeError(f"the server on {host}:{port} did not start within {timeout:.0f}s")
         time.sleep(0.02)
     return ServerHandle(server, thread, host, port)
-

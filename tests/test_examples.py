@@ -101,8 +101,14 @@ def test_trl_grpo_recipe():
     if importlib.util.find_spec("trl") is None:
         pytest.skip('TRL is not installed (pip install "stepgym[trl]")')
     env = dict(os.environ, PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, str(EXAMPLES / "trl_grpo.py"), "--budget", "small"], capture_output=True,
-                          text=True, timeout=400, env=env, cwd=EXAMPLES.parent)
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / "trl_grpo.py"), "--budget", "small"],
+        capture_output=True,
+        text=True,
+        timeout=400,
+        env=env,
+        cwd=EXAMPLES.parent,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "the expert earned reward 1.0" in proc.stdout
     assert re.search(r"GRPO on stepgym/ToolUse-v0: 1 step", proc.stdout)

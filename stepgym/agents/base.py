@@ -113,7 +113,7 @@ class BaseAgent:
     # -- subclass API ---------------------------------------------------------------------
     def _act_batch(self, observations: list[str], infos: list[dict[str, Any]], slots: list[int]) -> list[str]:
         # One-at-a-time agents override _act_one; the default loops over it.
-        return [self._act_one(o, i, s) for o, i, s in zip(observations, infos, slots)]
+        return [self._act_one(o, i, s) for o, i, s in zip(observations, infos, slots, strict=True)]
 
     def _act_one(self, observation: str, info: dict[str, Any], slot: int) -> str:
         raise NotImplementedError(f"{type(self).__name__} implements neither _act_batch nor _act_one")
@@ -177,7 +177,7 @@ class _ProtocolAdapter(BaseAgent):
     def _act_batch(self, observations: list[str], infos: list[dict[str, Any]], slots: list[int]) -> list[str]:
         if hasattr(self.inner, "act_batch"):
             return list(self.inner.act_batch(observations, infos))
-        return [self.inner.act(o, i) for o, i in zip(observations, infos)]
+        return [self.inner.act(o, i) for o, i in zip(observations, infos, strict=True)]
 
     def reset(self, slot: int | None = None) -> None:
         # A plain protocol agent has one reset for everything; call it when all is reset.
@@ -239,9 +239,9 @@ def parse_tools(observation: str) -> list[ToolSpec]:
     """The tools listed in an observation in the format of ``stepgym.tools.base.describe_tools``.
 
     Example:
-        >>> obs = "Tools:\\n- search(query: string): find facts\\n  arguments schema: {\\"query\\": {\\"type\\": \\"string\\"}}"
-        >>> [t.name for t in parse_tools(obs)]
-        ['search']
+        >>> obs = "Tools:\\n- search(query: string): find facts\\n- answer(text: string): finish"
+        >>> [(t.name, list(t.parameters["properties"])) for t in parse_tools(obs)]
+        [('search', ['query']), ('answer', ['text'])]
     """
     tools: list[ToolSpec] = []
     seen: set[str] = set()
@@ -256,9 +256,7 @@ def parse_tools(observation: str) -> list[ToolSpec]:
                 arg, _, typ = part.partition(":")
                 props[arg.strip()] = {"type": (typ.strip() or "string")}
             seen.add(name)
-            tools.append(
-                ToolSpec(name, desc, {"type": "object", "properties": props, "required": list(props)})
-            )
+            tools.append(ToolSpec(name, desc, {"type": "object", "properties": props, "required": list(props)}))
             continue
         s = _SCHEMA_RE.match(line)
         if s and tools:
@@ -266,7 +264,7 @@ def parse_tools(observation: str) -> list[ToolSpec]:
                 props = json.loads(s.group(1))
             except ValueError:
                 continue
-            if isinstance(props, dict):
+            if isinstance(props, dict) and props:
                 tools[-1].parameters = {"type": "object", "properties": props, "required": list(props)}
     return tools
 

@@ -7,7 +7,6 @@ seed face the same tasks and their scores compare directly.
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 import os
@@ -258,7 +257,9 @@ def evaluate(
     record = None
     if record_dir is not None:
         os.makedirs(record_dir, exist_ok=True)
-        path = os.path.join(os.fspath(record_dir), f"{_safe_name(agent.name)}__{_safe_name(env_id.split(':')[-1])}.jsonl")
+        path = os.path.join(
+            os.fspath(record_dir), f"{_safe_name(agent.name)}__{_safe_name(env_id.split(':')[-1])}.jsonl"
+        )
         record = open(path, "w", encoding="utf-8")
     result = EvalResult(env_id=env_id.split(":")[-1], agent=agent.name)
     estimated = False
@@ -295,17 +296,32 @@ def evaluate(
                 a.invalid += info.get("action_valid") is False
                 a.tokens += float(counts[j])
                 if record is not None:
-                    a.lines.append(_record_line({
-                        "run": agent.name, "episode": slot_ep[i], "step": a.steps - 1, "env_id": result.env_id,
-                        "seed": seed + slot_ep[i], "prompt": observations[i], "action": acts[j],
-                        "observation": _final_obs(new_obs[i], step_infos, i),
-                        "reward": float(rewards[i]), "terminated": bool(terms[i]), "truncated": bool(truncs[i]),
-                        "info": {k: v for k, v in info.items() if k != "messages"}}))
+                    a.lines.append(
+                        _record_line(
+                            {
+                                "run": agent.name,
+                                "episode": slot_ep[i],
+                                "step": a.steps - 1,
+                                "env_id": result.env_id,
+                                "seed": seed + slot_ep[i],
+                                "prompt": observations[i],
+                                "action": acts[j],
+                                "observation": _final_obs(new_obs[i], step_infos, i),
+                                "reward": float(rewards[i]),
+                                "terminated": bool(terms[i]),
+                                "truncated": bool(truncs[i]),
+                                "info": {k: v for k, v in info.items() if k != "messages"},
+                            }
+                        )
+                    )
                 slot_infos[i] = info
                 if terms[i] or truncs[i]:
                     ep = slot_ep[i]
-                    result.episodes.append(EpisodeResult(ep, seed + ep, bool(info.get("success", False)),
-                                                         a.ret, a.steps, a.invalid, a.tokens))
+                    result.episodes.append(
+                        EpisodeResult(
+                            ep, seed + ep, bool(info.get("success", False)), a.ret, a.steps, a.invalid, a.tokens
+                        )
+                    )
                     if record is not None:
                         record.write("".join(a.lines))
                         record.flush()

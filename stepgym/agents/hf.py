@@ -75,7 +75,9 @@ def resolve_checkpoint(path: str | os.PathLike[str]) -> str:
         if os.path.isfile(os.path.join(cand, "config.json")):
             return cand
     if not os.path.exists(root):
-        raise InvalidArgument(f"checkpoint directory {root!r} does not exist; pass the --out directory of a training run")
+        raise InvalidArgument(
+            f"checkpoint directory {root!r} does not exist; pass the --out directory of a training run"
+        )
     raise InvalidArgument(
         f"{root!r} is not a checkpoint: expected {os.path.join(root, 'policy', 'config.json')} "
         f"(a steppo run directory) or {os.path.join(root, 'config.json')} (a save_pretrained model directory)"
@@ -164,7 +166,9 @@ class TransformersAgent(BaseAgent):
         self.stop = tuple(stop)
         ctx = getattr(getattr(model, "config", None), "max_position_embeddings", None) or 2048
         self.max_prompt_tokens = max_prompt_tokens or max(16, int(ctx) - max_new_tokens)
-        self.name = name or label or f"hf:{getattr(getattr(model, 'config', None), 'name_or_path', '') or type(model).__name__}"
+        self.name = (
+            name or label or f"hf:{getattr(getattr(model, 'config', None), 'name_or_path', '') or type(model).__name__}"
+        )
         if self.tokenizer.pad_token_id is None:
             # Batched generation pads on the left; a missing pad token reuses EOS (common for causal LMs).
             self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -255,14 +259,14 @@ class TransformersAgent(BaseAgent):
 
     def _act_batch(self, observations: list[str], infos: list[dict[str, Any]], slots: list[int]) -> list[str]:
         chats = []
-        for obs, info, slot in zip(observations, infos, slots):
+        for obs, info, slot in zip(observations, infos, slots, strict=True):
             memory = self.memory.setdefault(slot, []) if self.history else []
             chats.append(chat_messages(memory, obs, info, self.system_prompt))
         gens = self.generate([self.render(c) for c in chats])
         self.last_token_counts = [g.completion_tokens for g in gens]
         actions = [g.text for g in gens]
         if self.history:
-            for slot, info, action in zip(slots, infos, actions):
+            for slot, info, action in zip(slots, infos, actions, strict=True):
                 if "messages" not in info:
                     self.memory[slot].append({"role": "assistant", "content": action})
         return actions

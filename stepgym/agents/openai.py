@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -201,7 +200,7 @@ class OpenAIAgent(BaseAgent):
                     raise APIError(f"{url} answered HTTP {exc.code}: {msg}", exc.code, payload) from None
                 last = f"HTTP {exc.code}: {msg}"
                 retry_after = _retry_after(exc.headers.get("Retry-After") if exc.headers else None)
-            except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError) as exc:
+            except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
                 reason = getattr(exc, "reason", exc)
                 last = f"{type(exc).__name__}: {reason}"
             except ValueError as exc:  # the server sent something that is not JSON
@@ -254,7 +253,7 @@ class OpenAIAgent(BaseAgent):
 
     def _act_batch(self, observations: list[str], infos: list[dict[str, Any]], slots: list[int]) -> list[str]:
         jobs = []
-        for obs, info, slot in zip(observations, infos, slots):
+        for obs, info, slot in zip(observations, infos, slots, strict=True):
             found = parse_tools(obs)
             if found:
                 self._tools[slot] = found
@@ -268,20 +267,20 @@ class OpenAIAgent(BaseAgent):
         self.last_token_counts = [n for _, n in results]
         actions = [a for a, _ in results]
         if self.history:
-            for slot, info, action in zip(slots, infos, actions):
+            for slot, info, action in zip(slots, infos, actions, strict=True):
                 if "messages" not in info:
                     self.memory[slot].append({"role": "assistant", "content": action})
         return actions
 
     def list_models(self) -> list[str]:
         """Model ids the server offers (``GET /v1/models``)."""
-        req = urllib.request.Request(self.base_url + "/models", headers=(
-            {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-        ))
+        req = urllib.request.Request(
+            self.base_url + "/models", headers=({"Authorization": f"Bearer {self.api_key}"} if self.api_key else {})
+        )
         try:
             with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
                 data = json.loads(resp.read().decode("utf-8"))
-        except (urllib.error.URLError, socket.timeout, ValueError) as exc:
+        except (TimeoutError, urllib.error.URLError, ValueError) as exc:
             raise APIError(f"could not list models at {self.base_url}/models: {exc}") from None
         return [m.get("id", "") for m in data.get("data", [])]
 

@@ -256,4 +256,3 @@ class HumanAgent(BaseAgent):
             self.console.print(Text(f"no hint available: {exc}", style="yellow"))
             return
         self.console.print(Text("expert would do: ", style="magenta") + Text(hint))
-

@@ -17,19 +17,35 @@ _MODEL_KINDS = ("hf", "checkpoint", "openai")
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from stepgym.agents import AGENT_SPECS
 
-    p.add_argument("--env", dest="envs", action="append", required=True, metavar="ID[,ID...]",
-                   help="env id(s), comma-separated or repeated; third-party envs as module:ns/Name-v0")
-    p.add_argument("--agent", dest="agents", action="append", metavar="SPEC",
-                   help=f"agent spec, repeat for a leaderboard: {AGENT_SPECS} (default: random)")
+    p.add_argument(
+        "--env",
+        dest="envs",
+        action="append",
+        required=True,
+        metavar="ID[,ID...]",
+        help="env id(s), comma-separated or repeated; third-party envs as module:ns/Name-v0",
+    )
+    p.add_argument(
+        "--agent",
+        dest="agents",
+        action="append",
+        metavar="SPEC",
+        help=f"agent spec, repeat for a leaderboard: {AGENT_SPECS} (default: random)",
+    )
     p.add_argument("--episodes", type=int, default=20, help="episodes per env and agent (default 20)")
     p.add_argument("--seed", type=int, default=0, help="seed of episode 0; episode k uses seed+k (default 0)")
     p.add_argument("--num-envs", type=int, default=8, help="episodes run in parallel over a vector env (default 8)")
-    p.add_argument("--json", dest="json_path", metavar="FILE", help="write every summary and per-episode result to FILE")
-    p.add_argument("--record", metavar="DIR", help="write every step as JSON Lines under DIR (one file per agent and env)")
+    p.add_argument(
+        "--json", dest="json_path", metavar="FILE", help="write every summary and per-episode result to FILE"
+    )
+    p.add_argument(
+        "--record", metavar="DIR", help="write every step as JSON Lines under DIR (one file per agent and env)"
+    )
     p.add_argument("--temperature", type=float, default=None, help="sampling temperature of model agents (0 = greedy)")
     p.add_argument("--max-new-tokens", type=int, default=None, help="tokens per action at most, for model agents")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads for local model agents (default: torch's choice)")
+    p.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads for local model agents (default: torch's choice)"
+    )
     add_env_kwargs_option(p)
 
 
@@ -86,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     agents = [make_agent(s, None, **_agent_kwargs(s, args)) for s in specs]
     # Two agents from the same spec family would share a name; make labels unique.
     labels: list[str] = []
-    for spec, agent in zip(specs, agents):
+    for spec, agent in zip(specs, agents, strict=True):
         label = agent.name if agent.name not in labels else spec
         while label in labels:
             label += "'"
@@ -94,14 +110,27 @@ def run(args: argparse.Namespace) -> int:
         agent.name = label
 
     results = []
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=True) as progress:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
         for env_id in env_ids:
             for agent in agents:
                 task = progress.add_task(f"{agent.name} on {env_id.split(':')[-1]}", total=args.episodes)
-                res = evaluate(env_id, agent, episodes=args.episodes, seed=args.seed, num_envs=args.num_envs,
-                               env_kwargs=env_kwargs, record_dir=args.record,
-                               progress=lambda done, t=task: progress.update(t, completed=done))
+                res = evaluate(
+                    env_id,
+                    agent,
+                    episodes=args.episodes,
+                    seed=args.seed,
+                    num_envs=args.num_envs,
+                    env_kwargs=env_kwargs,
+                    record_dir=args.record,
+                    progress=lambda done, t=task: progress.update(t, completed=done),
+                )
                 results.append(res)
     for agent in agents:
         agent.close()
@@ -115,13 +144,22 @@ def run(args: argparse.Namespace) -> int:
         for r in (r for r in results if r.env_id == env_id):
             lo, hi = r.ci95
             any_estimate |= r.tokens_estimated
-            table.add_row(r.agent, _pct(r.success_rate), f"{100 * lo:.0f}-{100 * hi:.0f}%", f"{r.mean_return:.3f}",
-                          f"{r.mean_steps:.2f}", _pct(r.invalid_action_rate),
-                          ("≈" if r.tokens_estimated else "") + f"{r.tokens_per_step:.1f}", f"{r.wall_s:.2f}")
+            table.add_row(
+                r.agent,
+                _pct(r.success_rate),
+                f"{100 * lo:.0f}-{100 * hi:.0f}%",
+                f"{r.mean_return:.3f}",
+                f"{r.mean_steps:.2f}",
+                _pct(r.invalid_action_rate),
+                ("≈" if r.tokens_estimated else "") + f"{r.tokens_per_step:.1f}",
+                f"{r.wall_s:.2f}",
+            )
         console.print(table)
     if any_estimate:
-        console.print("[dim]return and steps are means per episode; invalid = share of steps with action_valid False; "
-                      "≈ tok/step: agents without a tokenizer are counted as characters/4.[/]")
+        console.print(
+            "[dim]return and steps are means per episode; invalid = share of steps with action_valid False; "
+            "≈ tok/step: agents without a tokenizer are counted as characters/4.[/]"
+        )
     if len(agents) > 1:
         board = Table(title="leaderboard (success rate; mean over envs)")
         board.add_column("rank", justify="right")

@@ -13,14 +13,35 @@ EXAMPLES = pathlib.Path(__file__).resolve().parents[2] / "examples"
 def test_two_envs_two_agents_leaderboard_json_and_record(tmp_path, capsys):
     out = tmp_path / "eval.json"
     rec = tmp_path / "rec"
-    rc = main(["eval", "--env", "stepgym/ToolUse-v0,stepgym/MultiHopQA-v0", "--agent", "expert", "--agent", "random",
-               "--episodes", "6", "--num-envs", "3", "--seed", "5", "--json", str(out), "--record", str(rec)])
+    rc = main(
+        [
+            "eval",
+            "--env",
+            "stepgym/ToolUse-v0,stepgym/MultiHopQA-v0",
+            "--agent",
+            "expert",
+            "--agent",
+            "random",
+            "--episodes",
+            "6",
+            "--num-envs",
+            "3",
+            "--seed",
+            "5",
+            "--json",
+            str(out),
+            "--record",
+            str(rec),
+        ]
+    )
     assert rc == 0
     text = capsys.readouterr().out
     assert "leaderboard" in text and "stepgym/MultiHopQA-v0" in text and "95% CI" in text
     payload = json.loads(out.read_text())
     results = {(r["env"], r["agent"]): r for r in payload["results"]}
-    assert set(results) == {(e, a) for e in ("stepgym/ToolUse-v0", "stepgym/MultiHopQA-v0") for a in ("expert", "random")}
+    assert set(results) == {
+        (e, a) for e in ("stepgym/ToolUse-v0", "stepgym/MultiHopQA-v0") for a in ("expert", "random")
+    }
     for env in ("stepgym/ToolUse-v0", "stepgym/MultiHopQA-v0"):
         expert, rand = results[(env, "expert")], results[(env, "random")]
         assert expert["success_rate"] == 1.0 and expert["invalid_action_rate"] == 0.0
@@ -47,8 +68,21 @@ def test_two_envs_two_agents_leaderboard_json_and_record(tmp_path, capsys):
 def test_third_party_env_by_module_id(monkeypatch, tmp_path):
     monkeypatch.syspath_prepend(str(EXAMPLES))
     out = tmp_path / "e.json"
-    rc = main(["eval", "--env", "custom_env:mygame/GuessNumber-v0", "--agent", "expert", "--episodes", "4",
-               "--json", str(out), "-k", "high=16"])
+    rc = main(
+        [
+            "eval",
+            "--env",
+            "custom_env:mygame/GuessNumber-v0",
+            "--agent",
+            "expert",
+            "--episodes",
+            "4",
+            "--json",
+            str(out),
+            "-k",
+            "high=16",
+        ]
+    )
     assert rc == 0
     r = json.loads(out.read_text())["results"][0]
     assert r["env"] == "mygame/GuessNumber-v0" and r["success_rate"] == 1.0

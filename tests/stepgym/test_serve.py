@@ -22,9 +22,25 @@ pytest.importorskip("uvicorn")
 
 def test_serve_command_answers_chat_completions_and_errors():
     proc = subprocess.Popen(
-        [sys.executable, "-m", "stepgym.cli", "serve", "--model", "tiny", "--port", "0", "--name", "tiny-policy", "--threads", "1",
-         "--max-new-tokens", "6"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "stepgym.cli",
+            "serve",
+            "--model",
+            "tiny",
+            "--port",
+            "0",
+            "--name",
+            "tiny-policy",
+            "--threads",
+            "1",
+            "--max-new-tokens",
+            "6",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         url = None
@@ -51,9 +67,11 @@ def test_serve_command_answers_chat_completions_and_errors():
         action = agent.act(obs, info)
         assert isinstance(action, str) and 1 <= agent.last_token_counts[0] <= 6
         env.step(action)
-        req = urllib.request.Request(url + "/chat/completions", data=json.dumps(
-            {"model": "tiny-policy", "messages": [{"role": "user"}], "top_p": 5}).encode(),
-            headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            url + "/chat/completions",
+            data=json.dumps({"model": "tiny-policy", "messages": [{"role": "user"}], "top_p": 5}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
         with pytest.raises(urllib.error.HTTPError) as exc:
             urllib.request.urlopen(req, timeout=10)
         assert exc.value.code == 400

@@ -19,17 +19,33 @@ def test_wilson_interval_matches_the_closed_form_and_stays_in_bounds():
     assert wilson_interval(10, 10)[1] == 1.0 and math.isclose(wilson_interval(10, 10)[0], 0.7225, abs_tol=1e-4)
     assert wilson_interval(0, 0) == (0.0, 1.0)
     # wider with fewer episodes
-    assert wilson_interval(5, 10)[1] - wilson_interval(5, 10)[0] > wilson_interval(50, 100)[1] - wilson_interval(50, 100)[0]
+    assert (
+        wilson_interval(5, 10)[1] - wilson_interval(5, 10)[0]
+        > wilson_interval(50, 100)[1] - wilson_interval(50, 100)[0]
+    )
 
 
 def test_episode_k_uses_seed_plus_k_whatever_the_parallelism():
-    runs = [evaluate("stepgym/ToolUse-v0", make_agent("expert"), episodes=7, seed=11, num_envs=n,
-                     env_kwargs={"difficulty": "medium"}) for n in (1, 3, 8)]
+    runs = [
+        evaluate(
+            "stepgym/ToolUse-v0",
+            make_agent("expert"),
+            episodes=7,
+            seed=11,
+            num_envs=n,
+            env_kwargs={"difficulty": "medium"},
+        )
+        for n in (1, 3, 8)
+    ]
     for r in runs:
         assert [e.seed for e in r.episodes] == list(range(11, 18))
         assert r.success_rate == 1.0 and r.invalid_action_rate == 0.0
     # the same tasks: the expert takes the same number of steps per episode in every run
-    assert [e.steps for e in runs[0].episodes] == [e.steps for e in runs[1].episodes] == [e.steps for e in runs[2].episodes]
+    assert (
+        [e.steps for e in runs[0].episodes]
+        == [e.steps for e in runs[1].episodes]
+        == [e.steps for e in runs[2].episodes]
+    )
 
 
 def test_statistics_of_a_failing_agent_and_the_recording(tmp_path):
@@ -52,8 +68,12 @@ def test_statistics_of_a_failing_agent_and_the_recording(tmp_path):
 def test_slot_info_unbatches_vector_infos():
     import numpy as np
 
-    infos = {"success": np.array([True, False]), "_success": np.array([True, False]),
-             "nested": {"x": np.array([1, 2]), "_x": np.array([True, True])}, "_nested": np.array([True, True])}
+    infos = {
+        "success": np.array([True, False]),
+        "_success": np.array([True, False]),
+        "nested": {"x": np.array([1, 2]), "_x": np.array([True, True])},
+        "_nested": np.array([True, True]),
+    }
     assert slot_info(infos, 0) == {"success": True, "nested": {"x": 1}}
     assert slot_info(infos, 1) == {"nested": {"x": 2}}
 
@@ -69,9 +89,29 @@ def test_eval_cli_with_a_model_agent_counts_real_tokens(run_dir, tmp_path):
     from stepgym.cli import main
 
     out = tmp_path / "e.json"
-    rc = main(["eval", "--env", "stepgym/ToolUse-v0", "--agent", f"hf:{run_dir / 'policy'}", "--agent", "expert",
-               "--episodes", "2", "--max-new-tokens", "4", "--temperature", "0", "-k", "max_steps=2", "--threads", "1",
-               "--json", str(out)])
+    rc = main(
+        [
+            "eval",
+            "--env",
+            "stepgym/ToolUse-v0",
+            "--agent",
+            f"hf:{run_dir / 'policy'}",
+            "--agent",
+            "expert",
+            "--episodes",
+            "2",
+            "--max-new-tokens",
+            "4",
+            "--temperature",
+            "0",
+            "-k",
+            "max_steps=2",
+            "--threads",
+            "1",
+            "--json",
+            str(out),
+        ]
+    )
     assert rc == 0
     results = {r["agent"]: r for r in json.loads(out.read_text())["results"]}
     model = results[f"hf:{run_dir / 'policy'}"]
@@ -90,8 +130,14 @@ def test_wrappers_shape_what_the_agent_sees():
         seen.append(obs)
         return "not a tool call"
 
-    evaluate("stepgym/ToolUse-v0", CallableAgent(policy), episodes=1, num_envs=1, env_kwargs={"max_steps": 3},
-             wrappers=[partial(HistoryPrompt)])
+    evaluate(
+        "stepgym/ToolUse-v0",
+        CallableAgent(policy),
+        episodes=1,
+        num_envs=1,
+        env_kwargs={"max_steps": 3},
+        wrappers=[partial(HistoryPrompt)],
+    )
     assert len(seen) == 3
     assert seen[2].count("not a tool call") >= 2  # the prompt carries the earlier actions
     assert "Task:" in seen[2]

@@ -47,7 +47,10 @@ def test_long_prompts_keep_their_latest_tokens(tiny):
 
 
 def test_stop_strings_cut_the_action():
-    assert _cut_at_stop('x <tool_call>{"a": 1}</tool_call> trailing', ["</tool_call>"]) == 'x <tool_call>{"a": 1}</tool_call>'
+    assert (
+        _cut_at_stop('x <tool_call>{"a": 1}</tool_call> trailing', ["</tool_call>"])
+        == 'x <tool_call>{"a": 1}</tool_call>'
+    )
     assert _cut_at_stop("no stop here", ["</tool_call>"]) is None
     assert _cut_at_stop("a STOP b END", ["END", "STOP"]) == "a STOP"
 

@@ -78,16 +78,37 @@ def test_batch_requests_run_concurrently_and_keep_order(tiny_server):
         ({"model": "tiny", "messages": "hi"}, 400, "messages", "invalid_type"),
         ({"model": "tiny", "messages": [{"role": "robot", "content": "x"}]}, 400, "messages[0].role", "invalid_value"),
         ({"model": "tiny", "messages": [{"role": "user", "content": 5}]}, 400, "messages[0].content", "invalid_type"),
-        ({"model": "tiny", "messages": [{"role": "user", "content": "x"}], "temperature": 2.5}, 400, "temperature",
-         "decimal_above_max_value"),
-        ({"model": "tiny", "messages": [{"role": "user", "content": "x"}], "max_tokens": 0}, 400, "max_tokens",
-         "integer_below_min_value"),
-        ({"model": "tiny", "messages": [{"role": "user", "content": "x"}], "n": 99}, 400, "n", "integer_above_max_value"),
+        (
+            {"model": "tiny", "messages": [{"role": "user", "content": "x"}], "temperature": 2.5},
+            400,
+            "temperature",
+            "decimal_above_max_value",
+        ),
+        (
+            {"model": "tiny", "messages": [{"role": "user", "content": "x"}], "max_tokens": 0},
+            400,
+            "max_tokens",
+            "integer_below_min_value",
+        ),
+        (
+            {"model": "tiny", "messages": [{"role": "user", "content": "x"}], "n": 99},
+            400,
+            "n",
+            "integer_above_max_value",
+        ),
         ({"model": "tiny", "messages": [{"role": "user", "content": "x"}], "stop": 3}, 400, "stop", "invalid_value"),
-        ({"model": "tiny", "messages": [{"role": "user", "content": "x"}], "tools": [{"x": 1}]}, 400, "tools",
-         "invalid_value"),
-        ({"model": "tiny", "messages": [{"role": "user", "content": "x " * 3000}], "max_tokens": 4000}, 400, "messages",
-         "context_length_exceeded"),
+        (
+            {"model": "tiny", "messages": [{"role": "user", "content": "x"}], "tools": [{"x": 1}]},
+            400,
+            "tools",
+            "invalid_value",
+        ),
+        (
+            {"model": "tiny", "messages": [{"role": "user", "content": "x " * 3000}], "max_tokens": 4000},
+            400,
+            "messages",
+            "context_length_exceeded",
+        ),
     ],
 )
 def test_bad_requests_get_openai_status_codes_and_error_bodies(tiny_server, body, status, param, code):
@@ -112,16 +133,27 @@ def test_unparseable_json_unknown_routes_and_wrong_methods(tiny_server):
 
 
 def test_successful_response_shape_n_and_stream(tiny_server):
-    status, out = _post(tiny_server.base_url + "/chat/completions",
-                        {"model": "tiny", "messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "hi"}],
-                         "max_tokens": 3, "n": 2, "temperature": 1.0})
+    status, out = _post(
+        tiny_server.base_url + "/chat/completions",
+        {
+            "model": "tiny",
+            "messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "hi"}],
+            "max_tokens": 3,
+            "n": 2,
+            "temperature": 1.0,
+        },
+    )
     assert status == 200 and out["object"] == "chat.completion" and out["id"].startswith("chatcmpl-")
     assert [c["index"] for c in out["choices"]] == [0, 1]
     assert out["usage"]["completion_tokens"] <= 6
     assert out["usage"]["total_tokens"] == out["usage"]["prompt_tokens"] + out["usage"]["completion_tokens"]
-    req = urllib.request.Request(tiny_server.base_url + "/chat/completions", data=json.dumps(
-        {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3, "stream": True}).encode(),
-        headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        tiny_server.base_url + "/chat/completions",
+        data=json.dumps(
+            {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3, "stream": True}
+        ).encode(),
+        headers={"Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(req, timeout=30) as r:
         assert r.headers["content-type"].startswith("text/event-stream")
         events = [line[6:] for line in r.read().decode().splitlines() if line.startswith("data: ")]
@@ -145,9 +177,14 @@ def test_tool_calls_round_trip_to_the_envs_action_format():
         return "Let me look. " + expert
 
     with serve_in_thread(create_app(CallableBackend(policy), "rules")) as server:
-        status, out = _post(server.base_url + "/chat/completions", {
-            "model": "rules", "messages": [{"role": "user", "content": obs}],
-            "tools": [{"type": "function", "function": {"name": "lookup", "parameters": {}}}]})
+        status, out = _post(
+            server.base_url + "/chat/completions",
+            {
+                "model": "rules",
+                "messages": [{"role": "user", "content": obs}],
+                "tools": [{"type": "function", "function": {"name": "lookup", "parameters": {}}}],
+            },
+        )
         msg = out["choices"][0]["message"]
         assert out["choices"][0]["finish_reason"] == "tool_calls"
         assert msg["content"] == "Let me look." and msg["tool_calls"][0]["type"] == "function"
@@ -226,16 +263,21 @@ def test_request_tools_reach_the_chat_template(tiny):
     model, tok = tiny
     tok = copy.deepcopy(tok)
     # A template that lists the tools' names, as tool-aware templates (Qwen, Llama 3.1) do.
-    tok.chat_template = ("{% if tools %}TOOLS:{% for t in tools %} {{ t.function.name }}{% endfor %}\n{% endif %}"
-                         + tok.chat_template)
+    tok.chat_template = (
+        "{% if tools %}TOOLS:{% for t in tools %} {{ t.function.name }}{% endfor %}\n{% endif %}" + tok.chat_template
+    )
     agent = TransformersAgent(model, tok, max_new_tokens=2, temperature=0.0, stop=())
     messages = [{"role": "user", "content": "hi"}]
     tools = [{"type": "function", "function": {"name": "lookup_population", "parameters": {"type": "object"}}}]
     assert "TOOLS: lookup_population" in agent.render(messages, tools=tools)
     with serve_in_thread(create_app(TransformersBackend(agent), "t")) as server:
         _, plain = _post(server.base_url + "/chat/completions", {"model": "t", "messages": messages})
-        _, with_tools = _post(server.base_url + "/chat/completions", {"model": "t", "messages": messages, "tools": tools})
-        _, tools_off = _post(server.base_url + "/chat/completions",
-                             {"model": "t", "messages": messages, "tools": tools, "tool_choice": "none"})
+        _, with_tools = _post(
+            server.base_url + "/chat/completions", {"model": "t", "messages": messages, "tools": tools}
+        )
+        _, tools_off = _post(
+            server.base_url + "/chat/completions",
+            {"model": "t", "messages": messages, "tools": tools, "tool_choice": "none"},
+        )
     assert with_tools["usage"]["prompt_tokens"] > plain["usage"]["prompt_tokens"]
     assert tools_off["usage"]["prompt_tokens"] == plain["usage"]["prompt_tokens"]
