@@ -122,3 +122,15 @@ def test_make_agent_openai_spec_splits_model_and_url(monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "k-123")
     b = make_agent("openai:m")
     assert (b.base_url, b.api_key) == ("http://localhost:1234/v1", "k-123")
+
+
+def test_importing_agents_and_their_commands_stays_light():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, stepgym.agents, stepgym.agents.evaluate, stepgym.commands.eval, stepgym.commands.serve, "
+        "stepgym.serving; print(sorted(m for m in ('torch', 'transformers', 'fastapi', 'uvicorn') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
