@@ -8,7 +8,8 @@ Usage:
 Runs the two Hypothesis properties of ``tests/stepgym/test_fuzz.py`` (one hostile step
 after reset; random sequences of hostile and expert steps, replayed for determinism)
 with a fresh random search (not derandomized), plus ToolUse-v0 with the python tool
-enabled. Per env it prints the actions tried (steps taken, replays included), the share
+enabled, sent hostile and random programs (each followed by a normal call that must
+still work; 1 s time limit per program). Per env it prints the actions tried (steps taken, replays included), the share
 the env rejected as invalid, the failures found (distinct bugs Hypothesis reported), the
 mean and slowest step, and the wall time.
 """
@@ -39,8 +40,9 @@ def _failures(exc: BaseException) -> list[BaseException]:
     return [exc]
 
 
-def run_env(label: str, env: gym.Env, examples: int, seed: int) -> dict:
+def run_env(label: str, env: gym.Env, examples: int, seed: int, props=None) -> dict:
     words = fz.vocabulary(env)
+    props = props or (lambda e: fz.single_action_property(e, words), lambda e: fz.sequence_property(e, words))
     stats: dict = {}
     fz.STATS = stats
     found: list[str] = []
@@ -48,13 +50,13 @@ def run_env(label: str, env: gym.Env, examples: int, seed: int) -> dict:
                    report_multiple_bugs=True, print_blob=True,
                    suppress_health_check=list(HealthCheck))
     t0 = time.perf_counter()
-    for prop in (fz.single_action_property, fz.sequence_property):
-        test = cfg(prop(env, words))
+    for i, prop in enumerate(props):
+        test = cfg(prop(env))
         try:
             test()
         except Exception as exc:  # noqa: BLE001 - a failure is a finding, report it and go on
             for e in _failures(exc):
-                found.append(f"{prop.__name__}: {type(e).__name__}: {str(e)[:300]}")
+                found.append(f"property {i}: {type(e).__name__}: {str(e)[:300]}")
                 traceback.print_exception(e, limit=-3, file=sys.stderr)
     fz.STATS = None
     wall = time.perf_counter() - t0
@@ -80,8 +82,9 @@ def main(argv: list[str] | None = None) -> int:
         results.append(run_env(env_id, gym.make(env_id), args.examples, args.seed))
         print(f"done {env_id}: {results[-1]['actions']} actions, {results[-1]['failures']} failures", file=sys.stderr)
     if not args.no_python and not args.env:
-        env = gym.make("stepgym/ToolUse-v0", tools=("search", "lookup", "calculator", "python"), difficulty="medium")
-        results.append(run_env("stepgym/ToolUse-v0 +python", env, max(10, args.examples // 10), args.seed))
+        env = fz.tooluse_python_env()
+        results.append(run_env("ToolUse-v0 + python programs", env, max(10, args.examples // 3), args.seed,
+                               props=(fz.python_tool_property,)))
     head = ("env", "actions tried", "invalid", "failures", "mean step us", "max step ms", "wall s")
     if args.markdown:
         print("| " + " | ".join(head) + " |")

@@ -337,34 +337,50 @@ def test_fuzzer_catches_a_fragile_env():
         strict(single_action_property(env, ["hello", "nan"]))()
 
 
-def test_tooluse_with_python_tool_survives_hostile_code():
-    """ToolUse-v0 with the python tool: hostile programs get error observations, fast."""
-    from stepgym.actions import format_tool_call
+#: Programs for the python tool: known escapes, random text, and small generated code.
+PYTHON_PROGRAMS = st.one_of(
+    st.sampled_from([
+        "import os\nwhile True: os.fork()",
+        "x = bytearray(10**10)",
+        "while True: pass",
+        "print(open('/etc/shadow').read())",
+        "import socket; socket.create_connection(('127.0.0.1', 80))",
+        "print('x' * 10**7)",
+        "import os, signal; os.kill(os.getppid(), signal.SIGKILL)",
+        "raise SystemExit(3)",
+        "import sys; sys.stdout.write('\\udcff' * 10)",
+        "import ctypes; ctypes.string_at(0)",
+        "def f(): return f()\nf()",
+        "exec('(' * 100000 + ')' * 100000)",
+    ]),
+    wild_text,
+    st.builds(lambda a, op, b: f"print({a} {op} {b})", st.integers(-10**30, 10**30),
+              st.sampled_from(["+", "-", "*", "//", "%", "**", "/"]), st.integers(-50, 50)),
+)
 
+
+def tooluse_python_env() -> gym.Env:
+    """ToolUse-v0 with the python tool, with short limits so hostile programs end fast."""
     env = gym.make("stepgym/ToolUse-v0", tools=("search", "lookup", "calculator", "python"), difficulty="medium")
     env.unwrapped.tools["python"] = type(env.unwrapped.tools["python"])(timeout_s=1.0, cpu_s=1, memory_mb=256)
-    programs = st.one_of(
-        st.sampled_from([
-            "import os\nwhile True: os.fork()",
-            "x = bytearray(10**10)",
-            "while True: pass",
-            "print(open('/etc/shadow').read())",
-            "import socket; socket.create_connection(('127.0.0.1', 80))",
-            "print('x' * 10**7)",
-            "import os, signal; os.kill(os.getppid(), signal.SIGKILL)",
-            "raise SystemExit(3)",
-        ]),
-        wild_text,
-    )
+    return env
 
-    @settings(max_examples=12, deadline=None, derandomize=True, database=None,
-              suppress_health_check=[HealthCheck.too_slow])
-    @given(code=programs)
+
+def python_tool_property(env: gym.Env):
+    """The property "any program is an observation, and the tool works right after"."""
+    from stepgym.actions import format_tool_call
+
+    @given(code=PYTHON_PROGRAMS)
     def run(code: str) -> None:
         env.reset(seed=0)
         obs, reward, te, tr, info = checked_step(env, format_tool_call("python", {"code": code}))
         assert not te and reward == 0.0
         ok = checked_step(env, format_tool_call("python", {"code": "print(6 * 7)"}))
-        assert ok[0] == "42" and ok[4]["error"] is None
+        assert ok[0] == "42" and ok[4]["error"] is None, ok[0]
 
-    run()
+    return run
+
+
+def test_tooluse_with_python_tool_survives_hostile_code():
+    """ToolUse-v0 with the python tool: hostile programs get error observations, fast."""
+    settings(FUZZ_SETTINGS, max_examples=12)(python_tool_property(tooluse_python_env()))()
