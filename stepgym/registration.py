@@ -15,7 +15,7 @@ import gymnasium as gym
 
 from stepgym.errors import DependencyNotInstalled, InvalidArgument, UnknownEnvError
 
-__all__ = ["EnvInfo", "BUILTINS", "register_builtins", "list_envs", "make", "resolve_env_id"]
+__all__ = ["EnvInfo", "BUILTINS", "register_builtins", "list_envs", "make", "resolve_env_id", "is_available"]
 
 NAMESPACE = "stepgym"
 
@@ -146,6 +146,17 @@ BUILTINS: list[EnvInfo] = [
     ),
     # -- more built-ins below this line (keep this marker) --
 ]
+
+
+def is_available(info: EnvInfo) -> bool:
+    """Whether ``make`` can build this env here (its optional extra, if any, imports)."""
+    if not info.requires:
+        return True
+    try:
+        importlib.import_module(info.entry_point.split(":")[0])
+    except ImportError:
+        return False
+    return True
 
 
 def register_builtins() -> None:

@@ -12,7 +12,8 @@ HELP = "check envs against the stepgym and Gymnasium contracts"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("env_ids", nargs="*", metavar="ID", help="env ids (module:ns/Name-v0 for third-party envs)")
-    p.add_argument("--all", action="store_true", help="check every registered stepgym/ env")
+    p.add_argument("--all", action="store_true",
+                   help="check every registered stepgym/ env whose optional extra (if any) is installed")
     p.add_argument("--episodes", type=int, default=3, help="seeded episodes per determinism/expert check (default 3)")
     p.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
     add_env_kwargs_option(p)
@@ -23,17 +24,23 @@ def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from stepgym.checker import run_checks
-    from stepgym.registration import list_envs
+    from stepgym.registration import is_available, list_envs
 
     if args.episodes < 1:
         raise InvalidArgument(f"--episodes must be at least 1, got {args.episodes}")
+    from rich.markup import escape
+
+    console = Console()
     ids = list(args.env_ids)
     if args.all:
-        ids += [e.id for e in list_envs("stepgym") if not e.requires]
+        envs = list_envs("stepgym")
+        ids += [e.id for e in envs if is_available(e)]
+        missing = [e for e in envs if not is_available(e)]
+        for e in missing:
+            console.print(f"[yellow]skipped {e.id}: needs `{escape(e.requires)}`[/]")
     if not ids:
         raise InvalidArgument("name env ids to check, or pass --all (see `stepgym list`)")
     kwargs = parse_env_kwargs(args.env_kwargs)
-    console = Console()
     table = Table(title="stepgym check")
     table.add_column("env", style="bold cyan", no_wrap=True)
     table.add_column("result")

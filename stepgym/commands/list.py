@@ -14,6 +14,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from stepgym.registration import list_envs
@@ -32,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     table.add_column("reward range", justify="right")
     for e in envs:
         rr = f"[{e.reward_range[0]:g}, {e.reward_range[1]:g}]" if e.reward_range else "?"
-        desc = e.description + (f" [dim](needs: {e.requires})[/]" if e.requires else "")
+        desc = escape(e.description) + (f" [dim](needs: {escape(e.requires)})[/]" if e.requires else "")
         table.add_row(e.id, desc, str(e.max_steps) if e.max_steps else "-", rr)
     Console().print(table)
     return 0
