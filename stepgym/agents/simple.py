@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import sys
+from dataclasses import dataclass, field
 from typing import IO, Any
 
 import numpy as np
@@ -36,6 +37,58 @@ def _sub_envs(env: Any) -> list[Any] | None:
     return [env]
 
 
+_LEGAL_RE = re.compile(r"Legal (\w+): ([^.\n]+)\.")
+_ONE_OF_RE = re.compile(r"(?:one (?:move|of)|one \w+ of)\s*:?\s*([\w-]+(?:, [\w-]+)*,? or [\w-]+)")
+_QUOTED_RE = re.compile(r"'([A-Za-z][\w ]*)'")
+_EXAMPLE_RE = re.compile(r"e\.g\.,? ([^\n]+?)(?: or <answer>|[.,;)]?\n|[.;)]? *$)")
+_WRAPPED_WORD_RE = re.compile(r"([\[(<{]*)([A-Za-z]+)([\])>}]*)")
+_EXPR_RE = re.compile(r"[\d\s+\-*/().]+")
+_NUMBERS_RE = re.compile(r"Numbers: ([\d, ]+)")
+
+
+@dataclass
+class _Format:
+    """The action format an observation describes (see ``RandomAgent._text_action``)."""
+
+    options: list[str] = field(default_factory=list)
+    templates: list[str] = field(default_factory=list)
+    example: str | None = None
+    numbers: list[str] = field(default_factory=list)
+    answer_tag: bool = False
+
+    def anything(self) -> bool:
+        return bool(self.options or self.templates or self.example is not None or self.numbers)
+
+    def merged(self, new: _Format) -> _Format:
+        return _Format(
+            new.options or self.options,
+            new.templates or self.templates,
+            new.example if new.example is not None else self.example,
+            new.numbers or self.numbers,
+            self.answer_tag or new.answer_tag,
+        )
+
+
+def _parse_format(observation: str) -> _Format:
+    fmt = _Format(answer_tag="<answer>" in observation)
+    m = _ONE_OF_RE.search(observation)
+    if m:
+        fmt.options = [o.strip() for o in re.split(r",\s*|\s+or\s+", m.group(1)) if o.strip()]
+    answer_part = observation[observation.find("Answer") :] if "Answer" in observation else ""
+    fmt.templates = [q for q in _QUOTED_RE.findall(answer_part) if len(q) <= 40]
+    m = _EXAMPLE_RE.search(observation)
+    if m:
+        ex = m.group(1).strip()
+        # Trailing punctuation and quotes are prose, as is a ")" that closes a parenthesis of the prose.
+        while ex and (ex[-1] in ".,;'\"`" or (ex[-1] == ")" and ex.count(")") > ex.count("("))):
+            ex = ex[:-1]
+        fmt.example = ex.lstrip("'\"`")
+    m = _NUMBERS_RE.search(observation)
+    if m:
+        fmt.numbers = [n.strip() for n in m.group(1).split(",") if n.strip()]
+    return fmt
+
+
 class RandomAgent(BaseAgent):
     """Plausible but random actions in the env's own format.
 
@@ -43,8 +96,11 @@ class RandomAgent(BaseAgent):
     other tool envs print them), the agent writes a random call of a random tool in the
     canonical ``<tool_call>`` format, with argument values of the right type drawn from
     words of the observation; now and then a malformed call (``p_malformed``). When
-    ``info`` lists admissible commands (text-world envs), it picks one. Otherwise it
-    samples the env's action space, or strings words of the observation together.
+    ``info`` lists admissible commands (text-world envs), it picks one. When the
+    observation describes a text format (``Legal cells: 1, 2, 3.``, ``one move: left,
+    down, right or up``, ``'propose N N N'``, ``e.g. 25 * 4 + 3``), it writes a random
+    action of that form. Otherwise it samples the env's action space, or strings words of
+    the observation together.
 
     Args:
         env: optional env (single, vector or list) whose action space is the fallback.
@@ -68,13 +124,16 @@ class RandomAgent(BaseAgent):
         self.rng = np.random.default_rng(seed)
         self.p_malformed = p_malformed
         self._tools: dict[int, list[ToolSpec]] = {}
+        self._formats: dict[int, _Format] = {}
 
     def reset(self, slot: int | None = None) -> None:
         super().reset(slot)
         if slot is None:
             self._tools.clear()
+            self._formats.clear()
         else:
             self._tools.pop(int(slot), None)
+            self._formats.pop(int(slot), None)
 
     def _act_one(self, observation: str, info: dict[str, Any], slot: int) -> str:
         for key in ADMISSIBLE_KEYS:
@@ -93,6 +152,9 @@ class RandomAgent(BaseAgent):
             if self.rng.random() < self.p_malformed:
                 return self._malformed(tool.name, args)
             return format_tool_call(tool.name, args)
+        text_action = self._text_action(observation, slot, words)
+        if text_action is not None:
+            return text_action
         if self.envs:
             env = self.envs[slot % len(self.envs)]
             try:
@@ -101,6 +163,67 @@ class RandomAgent(BaseAgent):
                 pass
         n = int(self.rng.integers(1, 4))
         return " ".join(str(self.rng.choice(words)) for _ in range(n))
+
+    def _text_action(self, observation: str, slot: int, words: list[str]) -> str | None:
+        """A random action in the format the observation describes, or None if it describes none.
+
+        Reads what stepgym's text envs print: ``Legal cells: 1, 2, 3.``, ``Answer with one
+        move: left, down, right or up``, quoted templates (``'propose N N N'``, ``'accept'``)
+        and ``e.g. EXAMPLE`` (an expression, a word, a number). The format seen in the first
+        observation is remembered for the rest of the episode.
+        """
+        fmt = _parse_format(observation)
+        if fmt.anything():
+            # Keep what this observation says, fall back on the episode's first description.
+            old = self._formats.get(slot)
+            self._formats[slot] = fmt if old is None else old.merged(fmt)
+        legal = _LEGAL_RE.search(observation)
+        fmt = self._formats.get(slot)
+        if fmt is None:
+            if legal is None:
+                return None
+            fmt = _Format(answer_tag="<answer>" in observation)
+        choices = [c.strip() for c in legal.group(2).split(",") if c.strip()] if legal else list(fmt.options)
+        kinds = []
+        if choices:
+            kinds.append("choice")
+        if fmt.templates:
+            kinds.append("template")
+        if fmt.example is not None and not choices:
+            kinds.append("example")
+        if not kinds:
+            return None
+        kind = kinds[int(self.rng.integers(len(kinds)))]
+        if kind == "choice":
+            action = str(choices[int(self.rng.integers(len(choices)))])
+        elif kind == "template":
+            template = fmt.templates[int(self.rng.integers(len(fmt.templates)))]
+            action = re.sub(r"\bN\b", lambda _: str(int(self.rng.integers(0, 5))), template)
+        else:
+            action = self._like_example(fmt, observation, words)
+        if fmt.answer_tag and self.rng.random() < 0.3:
+            action = f"<answer>{action}</answer>"
+        return action
+
+    def _like_example(self, fmt: _Format, observation: str, words: list[str]) -> str:
+        example = fmt.example or ""
+        if _EXPR_RE.fullmatch(example) and re.search(r"[-+*/]", example):
+            pool = fmt.numbers or re.findall(r"\d+", example)
+            k = int(self.rng.integers(2, min(4, len(pool)) + 1)) if len(pool) >= 2 else 1
+            picked = [str(x) for x in self.rng.choice(pool, size=k, replace=False)]
+            ops = [str(self.rng.choice(["+", "-", "*", "/"])) for _ in range(k - 1)]
+            return " ".join(p for pair in zip(picked, [*ops, ""], strict=True) for p in pair if p)
+        if example.isdigit():
+            return str(int(self.rng.integers(0, 2 * int(example) + 2)))
+        wrapped = _WRAPPED_WORD_RE.fullmatch(example)
+        head, tail = "", ""
+        if wrapped:  # e.g. '[apple]': keep the brackets, vary the word
+            head, example, tail = wrapped.groups()
+        same = [w.lower() for w in words if len(w) == len(example) and w.isalpha()]
+        if same:
+            return head + str(self.rng.choice(same)) + tail
+        letters = list("abcdefghijklmnopqrstuvwxyz")
+        return head + "".join(str(self.rng.choice(letters)) for _ in range(max(1, len(example)))) + tail
 
     def _value(self, schema: Any, words: list[str]) -> Any:
         typ = schema.get("type", "string") if isinstance(schema, dict) else "string"

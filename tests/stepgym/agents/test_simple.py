@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 
 import pytest
 from rich.console import Console
@@ -11,6 +12,7 @@ import stepgym
 from stepgym.actions import ParseError, parse_tool_call
 from stepgym.agents import ExpertAgent, HumanAgent, RandomAgent, UserQuit, make_agent, parse_tools
 from stepgym.errors import InvalidArgument
+from tests.conftest import builtin_env_ids
 
 
 def _tooluse():
@@ -115,3 +117,39 @@ def test_human_agent_can_leave_printing_to_the_caller():
     agent = HumanAgent(input=io.StringIO("go\n"), console=Console(file=out), show_observation=False, prompt=None)
     assert agent.act("secret observation", {}) == "go"
     assert out.getvalue() == ""
+
+
+@pytest.mark.parametrize("env_id", builtin_env_ids())
+def test_random_agent_writes_valid_actions_on_every_builtin_env(env_id):
+    env = stepgym.make(env_id)
+    agent = make_agent("random", env=env, seed=0)
+    valid = steps = 0
+    for seed in range(3):
+        obs, info = env.reset(seed=seed)
+        agent.reset()
+        done = False
+        while not done and steps < 60:
+            obs, _, terminated, truncated, info = env.step(agent.act(obs, info))
+            valid += info["action_valid"]
+            steps += 1
+            done = terminated or truncated
+    assert valid >= 0.4 * steps, f"only {valid}/{steps} random actions were valid on {env_id}"
+
+
+def test_random_agent_reads_text_formats():
+    agent = RandomAgent(seed=0)
+    legal = {agent.act("Board.\nLegal cells: 2, 7, 9.", {}) for _ in range(30)}
+    assert {a.removeprefix("<answer>").removesuffix("</answer>") for a in legal} <= {"2", "7", "9"}
+    agent.reset()
+    moves = {agent.act("Answer with one move: left, down, right or up.", {}) for _ in range(30)}
+    assert moves <= {"left", "down", "right", "up"} and len(moves) == 4
+    agent.reset()
+    obs = "Round 1 of 6. Answer 'propose N N N' with the counts YOU take, or 'accept'."
+    acts = {agent.act(obs, {}) for _ in range(30)}
+    assert "accept" in acts and any(re.fullmatch(r"propose \d \d \d", a) for a in acts)
+    agent.reset()
+    expr = agent.act(
+        "Numbers: 86, 64, 52. Target: 100. Answer with the expression, e.g. 25 * 4 + 3 or <answer>25 * 4 + 3</answer>.",
+        {},
+    )
+    assert set(re.findall(r"\d+", expr)) <= {"86", "64", "52"} and re.search(r"[-+*/]", expr)
