@@ -181,9 +181,10 @@ class MalformedActionPolicy(gym.Wrapper):
             info["action_valid"] = False
         elif error is not None:
             info["action_valid"] = False
-            info["error"] = error
-            if isinstance(obs, str) and not env_invalid:
-                obs = f"Format error: {error}\n\n{obs}"
+            if not env_invalid:  # when the env objected too, its own message stays
+                info["error"] = error
+                if isinstance(obs, str):
+                    obs = f"Format error: {error}\n\n{obs}"
         if self.mode == "reprompt":
             # any step the env takes (valid, or malformed after the retries) starts a new count
             self._retries = 0

@@ -109,3 +109,17 @@ def test_async_sub_envs_can_share_one_recording(tmp_path):
     episodes, skipped = read_recording(path)
     assert skipped == 0 and len({ep["run"] for ep in episodes}) == 2
     assert all(ep["steps"][0]["step"] == 0 for ep in episodes)
+
+
+def test_wrapper_factories_with_a_tokenizer_pickle_for_spawned_workers():
+    """Async workers started with "spawn" receive the wrappers pickled."""
+    import pickle
+
+    from steppo.models import load_tokenizer
+    from stepgym.vector import _make_one
+    from stepgym.wrappers import TokenBudget
+
+    fn = partial(_make_one, ENV, (partial(TokenBudget, tokenizer=load_tokenizer("tiny"), max_tokens=4000),), {})
+    env = pickle.loads(pickle.dumps(fn))()
+    prompt, info = env.reset(seed=0)
+    assert prompt.startswith("Task:") and info["context"]["tokens_after"] <= 4000
