@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import sys
+import zlib
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -104,7 +105,8 @@ class RandomAgent(BaseAgent):
 
     Args:
         env: optional env (single, vector or list) whose action space is the fallback.
-        seed: seed of the agent's own RNG (reproducible runs).
+        seed: seed of the agent's RNG; each episode draws from a generator seeded by this
+            seed and its first observation, so results do not depend on scheduling.
         p_malformed: probability of a deliberately malformed tool call.
 
     Example:
@@ -121,7 +123,9 @@ class RandomAgent(BaseAgent):
         if not 0.0 <= p_malformed <= 1.0:
             raise InvalidArgument(f"p_malformed must be in [0, 1], got {p_malformed!r}")
         self.envs = _sub_envs(env)
+        self.seed = seed
         self.rng = np.random.default_rng(seed)
+        self._rngs: dict[int, np.random.Generator] = {}
         self.p_malformed = p_malformed
         self._tools: dict[int, list[ToolSpec]] = {}
         self._formats: dict[int, _Format] = {}
@@ -131,11 +135,20 @@ class RandomAgent(BaseAgent):
         if slot is None:
             self._tools.clear()
             self._formats.clear()
+            self._rngs.clear()
         else:
             self._tools.pop(int(slot), None)
             self._formats.pop(int(slot), None)
+            self._rngs.pop(int(slot), None)
 
     def _act_one(self, observation: str, info: dict[str, Any], slot: int) -> str:
+        if slot not in self._rngs:
+            # One generator per episode, seeded by the agent's seed and the episode's first
+            # observation: the same task gets the same random actions however episodes are
+            # scheduled over parallel envs.
+            task = zlib.crc32(observation.encode("utf-8", "surrogatepass"))
+            self._rngs[slot] = np.random.default_rng(None if self.seed is None else [self.seed, task])
+        self.rng = self._rngs[slot]
         for key in ADMISSIBLE_KEYS:
             options = info.get(key)
             if isinstance(options, (list, tuple)) and options and all(isinstance(o, str) for o in options):

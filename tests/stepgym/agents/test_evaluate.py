@@ -141,3 +141,12 @@ def test_wrappers_shape_what_the_agent_sees():
     assert len(seen) == 3
     assert seen[2].count("not a tool call") >= 2  # the prompt carries the earlier actions
     assert "Task:" in seen[2]
+
+
+def test_random_agent_results_do_not_depend_on_parallelism():
+    runs = [
+        evaluate("stepgym/ToolUse-v0", make_agent("random", seed=3), episodes=6, seed=0, num_envs=n) for n in (1, 4)
+    ]
+    assert [(e.steps, e.invalid_steps, e.episode_return) for e in runs[0].episodes] == [
+        (e.steps, e.invalid_steps, e.episode_return) for e in runs[1].episodes
+    ]
