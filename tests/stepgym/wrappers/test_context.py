@@ -118,9 +118,15 @@ def test_chat_messages_through_the_real_chat_template(count_env, smollm2_tokeniz
     assert f"<|im_start|>assistant\n{ADD}<|im_end|>" in prompt
 
 
-def test_chat_needs_a_chat_template(count_env, bert_tokenizer):
+def test_chat_needs_a_chat_template(count_env, tiny_tokenizer):
+    import copy
+
+    plain = copy.deepcopy(tiny_tokenizer)
+    plain.chat_template = None
     with pytest.raises(InvalidArgument, match="chat template"):
-        ChatMessages(count_env, bert_tokenizer)
+        ChatMessages(count_env, plain)
+    with pytest.raises(InvalidArgument, match="chat template"):
+        TokenBudget(count_env, plain, 100, chat=True)
 
 
 # -- TokenBudget ------------------------------------------------------------------------
