@@ -160,3 +160,15 @@ def test_vector_envs_take_wrappers(tiny_tokenizer):
     obs, infos = envs.reset(seed=0)
     assert all(isinstance(o, str) for o in obs) and infos["context"]["tokens_after"].max() <= 2000
     envs.close()
+
+
+def test_reprompt_under_a_token_budget_stays_in_budget(tiny_tokenizer):
+    """Retries are steps of the transcript; with the budget outermost every prompt fits."""
+    env = TokenBudget(MalformedActionPolicy(StepPenalty(gym.make("stepgym/ToolUse-v0"), 0.01), "reprompt",
+                                            max_retries=3, repeat_observation=False), tiny_tokenizer, 1500)
+    env.reset(seed=0)
+    for a in ["junk", "more junk", "Action: lookup[Belxo, population]"]:
+        prompt, r, _, _, info = env.step(a)
+        assert len(tiny_tokenizer(prompt, add_special_tokens=False)["input_ids"]) <= 1500
+    assert env.unwrapped.elapsed_steps == 1 and info["reward_components"]["step_penalty"] == -0.01
+    assert "could not be used" in prompt  # the retries are in the history the model reads
