@@ -55,6 +55,7 @@ from stepgym.core import clip_text
 from stepgym.errors import InvalidArgument
 from stepgym.spaces import UnicodeText
 from stepgym.wrappers._common import UNBOUNDED, episode_bound, find_wrapper, text_bound
+from stepgym.wrappers.malformed import MalformedActionPolicy
 
 __all__ = [
     "HistoryTemplate",
@@ -213,6 +214,9 @@ class _ContextWrapper(gym.Wrapper):
         obs_max = text_bound(env.observation_space)
         act_max = text_bound(env.action_space)
         horizon = episode_bound(env)
+        retry = find_wrapper(env, MalformedActionPolicy)
+        if horizon is not None and retry is not None and retry.mode == "reprompt":
+            horizon *= 1 + retry.max_retries  # retries are steps of the transcript too
         shown = min(x for x in (horizon, max_steps, UNBOUNDED) if x is not None)
         per_step = obs_max + act_max + len(self.template.step) + 32
         bound = obs_max + len(self.template.task) + len(self.template.omitted) + len(self.template.suffix) + 32
