@@ -35,7 +35,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import os
 import pwd
 import selectors
@@ -152,8 +151,9 @@ class RunResult:
 # project dir is not visible inside the sandbox).
 # ----------------------------------------------------------------------------------
 _BOOTSTRAP = r'''
-import sys, os, json, resource
-cfg = json.loads(sys.argv[1])
+import sys, os, resource
+# The parent wrote this literal (repr of plain values): eval without builtins, no json import.
+cfg = eval(sys.argv[1], {"__builtins__": {}})
 src = sys.stdin.buffer.read().decode("utf-8", "replace")
 if cfg["uid"] is not None:
     os.setgroups([]); os.setgid(cfg["gid"]); os.setuid(cfg["uid"])
@@ -169,8 +169,6 @@ _lim(resource.RLIMIT_AS, cfg["mem"])
 _lim(resource.RLIMIT_FSIZE, cfg["fsize"])
 _lim(resource.RLIMIT_NPROC, cfg["nproc"])
 _lim(resource.RLIMIT_NOFILE, cfg["nofile"])
-import linecache
-linecache.cache["<code>"] = (len(src), None, src.splitlines(True), "<code>")
 if cfg["guard"]:
     # Imports compile from source: cached bytecode would need marshal, which the guard
     # refuses (crafted code objects are a known way around audit hooks).
@@ -246,7 +244,8 @@ except BaseException as e:
             f.flush()
         except BaseException:
             pass
-    import traceback
+    import linecache, traceback
+    linecache.cache["<code>"] = (len(src), None, src.splitlines(True), "<code>")
     traceback.print_exception(type(e), e, tb)
     sys.stderr.flush()
     os._exit(1)
@@ -510,7 +509,7 @@ class Sandbox:
             "read_roots": read_roots, "write_roots": write_roots,
             "deny_modules": list(_DENY_MODULES),
         }
-        argv = argv + [self._python, "-I", "-S", "-B", "-c", _BOOTSTRAP, json.dumps(cfg)]
+        argv = argv + [self._python, "-I", "-S", "-B", "-c", _BOOTSTRAP, repr(cfg)]
         try:
             proc = subprocess.Popen(
                 argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd, env=env,
