@@ -40,6 +40,9 @@ def run(args: argparse.Namespace) -> int:
         raise InvalidConfig("sft_episodes", sft_episodes, "an integer >= 0")
     cfg = config_from_args(args, "train", preset)
     console = Console(highlight=False)
+    from stepgym.registration import resolve_env_id
+
+    resolve_env_id(cfg.env)  # a typo fails here, before torch loads
 
     import torch  # noqa: F401  (heavy imports only once the options are valid)
 

@@ -1,0 +1,142 @@
+"""StepPO vs token-PPO vs GRPO on ToolUse-v0 easy with the tiny model, same weak warm start.
+
+Every run starts from the same behaviour-cloned tiny model (512 expert episodes, 10 epochs:
+a weak policy, ~30 % greedy success), and trains until the same env-step budget is spent.
+Writes a table (mean and spread over seeds of the final held-out success and of the area
+under the held-out success curve, per env step) and a curve PNG.
+
+    python bench/compare_algos.py --algos steppo ppo grpo --seeds 0 1 2 --budget 480 --threads 1
+
+Results go to runs/compare_algos/ (per-run folders, results.json, compare_algos.png).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import time
+
+ENV_KW = {"difficulty": "easy", "tools": ["lookup"], "compact": True}
+
+
+def warm_start(out: str, episodes: int, epochs: int, threads: int) -> str:
+    from steppo.config import SFTConfig
+    from steppo.sft import run_sft
+
+    if os.path.isdir(os.path.join(out, "policy")):
+        return out
+    run_sft(SFTConfig(model="tiny", env_kwargs=ENV_KW, episodes=episodes, epochs=epochs, lr=3e-3, batch_size=16,
+                      max_history_turns=2, out=out, progress=False, threads=threads))
+    return out
+
+
+def run_one(algo: str, seed: int, init: str, out: str, budget: int, threads: int, lr: float) -> list[dict]:
+    from steppo.config import make_train_config
+    from steppo.trainer import Trainer, read_metrics
+
+    group = {"grpo": 4, "rloo": 4, "gspo": 4, "gigpo": 4}.get(algo, 1)
+    cfg = make_train_config(dict(
+        algo=algo, model="tiny", init=init, env_kwargs=ENV_KW, seed=seed, iterations=100, max_env_steps=budget,
+        episodes_per_iteration=16, group_size=group, num_envs=16, max_new_tokens=48, max_history_turns=2, lr=lr,
+        eval_every=2, eval_episodes=32, out=out, overwrite=True, progress=False, tensorboard=False, save_every=0,
+        threads=threads,
+    ))
+    from rich.console import Console
+
+    Trainer(cfg, console=Console(quiet=True)).train()
+    return read_metrics(os.path.join(out, "metrics.jsonl"))
+
+
+def curve(rows: list[dict]) -> tuple[list[float], list[float]]:
+    xs, ys = [], []
+    for r in rows:
+        if "eval/success_rate" in r:
+            xs.append(float(r.get("charts/env_steps", 0)))
+            ys.append(float(r["eval/success_rate"]))
+    return xs, ys
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--algos", nargs="+", default=["steppo", "ppo", "grpo"])
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--budget", type=int, default=480, help="env steps per run")
+    ap.add_argument("--lr", type=float, default=2e-4)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default="runs/compare_algos")
+    ap.add_argument("--warm-episodes", type=int, default=512)
+    ap.add_argument("--warm-epochs", type=int, default=10)
+    ap.add_argument("--png", default="docs/img/compare_algos.png")
+    args = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from steppo.report import auc
+
+    os.makedirs(args.out, exist_ok=True)
+    t0 = time.time()
+    init = warm_start(os.path.join(args.out, "warm"), args.warm_episodes, args.warm_epochs, args.threads)
+    print(f"warm start ready ({time.time() - t0:.0f}s)", flush=True)
+    results: dict[str, dict[int, dict]] = {}
+    path = os.path.join(args.out, "results.json")
+    if os.path.exists(path):
+        with open(path) as fh:
+            results = {a: {int(k): v for k, v in d.items()} for a, d in json.load(fh).items()}
+    for algo in args.algos:
+        for seed in args.seeds:
+            if seed in results.get(algo, {}):
+                continue
+            t = time.time()
+            rows = run_one(algo, seed, init, os.path.join(args.out, f"{algo}_s{seed}"), args.budget, args.threads, args.lr)
+            xs, ys = curve(rows)
+            res = {"env_steps": xs, "eval_success": ys, "final": ys[-1], "initial": ys[0], "auc": auc(xs, ys),
+                   "seconds": time.time() - t, "iterations": max(r["iteration"] for r in rows)}
+            results.setdefault(algo, {})[seed] = res
+            print(f"{algo} seed {seed}: eval success {res['initial']:.2f} -> {res['final']:.2f}, auc {res['auc']:.3f} "
+                  f"({res['seconds']:.0f}s, {res['iterations']} iterations)", flush=True)
+            with open(path, "w") as fh:
+                json.dump(results, fh, indent=1)
+            shutil.rmtree(os.path.join(args.out, f"{algo}_s{seed}", "policy"), ignore_errors=True)
+            shutil.rmtree(os.path.join(args.out, f"{algo}_s{seed}", "checkpoints"), ignore_errors=True)
+    # table
+    lines = ["| algo | warm start (held-out success) | final success, mean ± std | AUC, mean ± std | seeds |",
+             "|---|---|---|---|---|"]
+    for algo in args.algos:
+        rs = [results[algo][s] for s in args.seeds if s in results.get(algo, {})]
+        if not rs:
+            continue
+        fin = [r["final"] for r in rs]
+        au = [r["auc"] for r in rs]
+        ini = [r["initial"] for r in rs]
+        sd = (lambda v: statistics.stdev(v) if len(v) > 1 else 0.0)
+        lines.append(f"| {algo} | {statistics.mean(ini):.3f} | {statistics.mean(fin):.3f} ± {sd(fin):.3f} | "
+                     f"{statistics.mean(au):.3f} ± {sd(au):.3f} | {len(rs)} |")
+    print("\n".join(lines))
+    # curves
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    for k, algo in enumerate(args.algos):
+        for j, s in enumerate(args.seeds):
+            r = results.get(algo, {}).get(s)
+            if r:
+                ax.plot(r["env_steps"], r["eval_success"], "-o", color=f"C{k}", alpha=0.7, markersize=3,
+                        label=algo if j == 0 else None)
+    ax.set_xlabel("env steps")
+    ax.set_ylabel("held-out success (greedy)")
+    ax.set_title("ToolUse-v0 easy, tiny model, same warm start")
+    ax.legend()
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(args.png) or ".", exist_ok=True)
+    fig.savefig(args.png, dpi=90)
+    print(f"wrote {args.png} and {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,152 @@
+"""Trainer: advantages per algorithm, resume equality, Ctrl-C, and a small learning check."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+
+import tests.steppo.toy  # noqa: F401  (registers steppotest/Boxes-v0)
+from stepgym.core import StepRecord
+from steppo.config import SFTConfig, make_train_config
+from steppo.trainer import ALGO_SPEC, TIME_KEYS, Trainer, compute_advantages, read_metrics
+
+TOY = "tests.steppo.toy:steppotest/Boxes-v0"
+
+
+def _cfg(out, **kw):
+    base = dict(model="tiny", env=TOY, env_kwargs={}, stop_strings=(), max_new_tokens=6, episodes_per_iteration=8,
+                num_envs=8, eval_episodes=8, eval_every=0, out=str(out), progress=False, tensorboard=False,
+                threads=1, lr=3e-4, save_every=1)
+    base.update(kw)
+    if base.get("algo") in ("grpo", "rloo", "gspo", "gigpo", "reinforce_pp"):
+        base.setdefault("group_size", 4)
+    return make_train_config(base)
+
+
+def _steps():
+    # two trajectories of one group: [0 reward, 1 reward] and [0, 0 (truncated)]
+    def rec(traj, t, r, done, term=False, trunc=False, obs="o"):
+        return StepRecord(prompt_ids=[1, 2], response_ids=[3, 4, 5][: 2 + t % 2], logprobs=[-1.0] * (2 + t % 2),
+                          reward=r, traj_id=traj, step_index=t, done=done, terminated=term, truncated=trunc,
+                          group_id=0, info={"observation": obs, "value": 0.5,
+                                            "token_values": [0.5] * (2 + t % 2)})
+    return [rec(0, 0, 0.0, False, obs="start"), rec(0, 1, 1.0, True, term=True, obs="mid"),
+            rec(1, 0, 0.0, False, obs="start"), rec(1, 1, 0.0, True, trunc=True, obs="other")]
+
+
+@pytest.mark.parametrize("algo", sorted(ALGO_SPEC))
+def test_every_algorithm_gets_advantages_of_the_right_shape(algo):
+    cfg = make_train_config({"algo": algo, "group_size": 2, "episodes_per_iteration": 2})
+    steps = _steps()
+    sv = torch.tensor([s.info["value"] for s in steps])
+    tv = [s.info["token_values"] for s in steps]
+    st = compute_advantages(cfg, steps, step_values=sv, token_values=tv, bootstrap={1: 0.25})
+    kind, ratio, critic = ALGO_SPEC[algo]
+    assert st.mask.shape == (4, 3) and st.mask.sum() == 10
+    if ratio == "step":
+        assert st.step_adv.shape == (4,)
+    else:
+        assert st.token_adv.shape == (4, 3)
+        assert torch.all(st.token_adv[st.mask == 0] == 0)
+    # the successful trajectory's steps get a larger advantage than the failed one's
+    adv = st.step_adv if st.step_adv is not None else st.token_adv.sum(-1) / st.mask.sum(-1)
+    assert adv[1] > adv[3]
+    if critic == "step":
+        assert st.step_returns.shape == (4,)
+        # lambda = gamma = 1: return = reward-to-go (+ bootstrap 0.25 on the truncated episode)
+        assert torch.allclose(st.step_returns, torch.tensor([1.0, 1.0, 0.25, 0.25]))
+    if critic == "token":
+        assert st.token_returns.shape == (4, 3)
+
+
+def test_resume_continues_exactly(tmp_path):
+    """3 iterations straight == 2 iterations, a stop, then --resume for the third."""
+    a = Trainer(_cfg(tmp_path / "a", iterations=3))
+    a.train()
+    b = Trainer(_cfg(tmp_path / "b", iterations=3))
+    run_iteration = b.run_iteration
+
+    def stop_after_two(it):
+        row = run_iteration(it)
+        if it == 2:
+            b._stop = True  # what Ctrl-C does: finish the iteration, checkpoint, exit
+        return row
+
+    b.run_iteration = stop_after_two
+    summary = b.train()
+    assert summary["interrupted"] and summary["iterations_done"] == 2
+    assert os.path.exists(tmp_path / "b" / "checkpoints" / "iter_000002.pt")
+    # a killed run may have written a row past its checkpoint: resume must drop it
+    with open(tmp_path / "b" / "metrics.jsonl", "a") as fh:
+        fh.write(json.dumps({"iteration": 3, "charts/success_rate": 0.123}) + "\n")
+    Trainer(_cfg(tmp_path / "b", iterations=3, resume=True)).train()
+    ra, rb = read_metrics(str(tmp_path / "a" / "metrics.jsonl")), read_metrics(str(tmp_path / "b" / "metrics.jsonl"))
+    assert [r["iteration"] for r in ra] == [r["iteration"] for r in rb] == [0, 1, 2, 3]
+
+    def strip(r):
+        return {k: v for k, v in r.items() if not k.startswith(TIME_KEYS)}
+
+    for x, y in zip(ra, rb):
+        assert strip(x).keys() == strip(y).keys()
+        for k in strip(x):
+            assert x[k] == pytest.approx(y[k], rel=1e-4, abs=1e-6), k
+    pa = torch.load(tmp_path / "a" / "checkpoints" / "iter_000003.pt", weights_only=False)["trainable"]
+    pb = torch.load(tmp_path / "b" / "checkpoints" / "iter_000003.pt", weights_only=False)["trainable"]
+    assert pa.keys() == pb.keys()
+    for k in pa:
+        assert torch.allclose(pa[k], pb[k], atol=1e-5), k
+    # runs refuse to overwrite each other by accident
+    from stepgym.errors import InvalidConfig
+
+    with pytest.raises(InvalidConfig, match="--resume"):
+        Trainer(_cfg(tmp_path / "a", iterations=1)).setup()
+
+
+@pytest.mark.parametrize("algo", ["ppo", "grpo", "gigpo"])
+def test_baselines_run_one_iteration(tmp_path, algo):
+    summary = Trainer(_cfg(tmp_path / algo, algo=algo, iterations=1, eval_before=False, save_every=0)).train()
+    rows = read_metrics(str(tmp_path / algo / "metrics.jsonl"))
+    assert summary["iterations_done"] == 1 and len(rows) == 1
+    assert "losses/policy" in rows[0] and ("losses/value" in rows[0]) == (algo == "ppo")
+    assert os.path.exists(tmp_path / algo / "policy" / "config.json")
+
+
+def _warm_start(tmp_path, epochs: int) -> str:
+    from steppo.sft import run_sft
+
+    out = str(tmp_path / "sft")
+    run_sft(SFTConfig(model="tiny", env=TOY, env_kwargs={}, episodes=16, epochs=epochs, lr=3e-3, batch_size=8,
+                      out=out, stop_strings=(), progress=False, threads=1))
+    return out
+
+
+def test_steppo_learns_after_a_weak_warm_start(tmp_path):
+    """Seeded: behaviour cloning leaves ~40% success; a few StepPO iterations raise it."""
+    init = _warm_start(tmp_path, epochs=6)
+    cfg = _cfg(tmp_path / "run", init=init, iterations=8, episodes_per_iteration=32, num_envs=16, lr=3e-4,
+               eval_every=8, eval_episodes=64, eval_temperature=1.0, save_every=0)
+    Trainer(cfg).train()
+    rows = read_metrics(str(tmp_path / "run" / "metrics.jsonl"))
+    before, after = rows[0]["eval/success_rate"], rows[-1]["eval/success_rate"]
+    assert after >= before + 0.1, (before, after)
+    assert rows[-1]["charts/invalid_action_rate"] < rows[1]["charts/invalid_action_rate"]
+
+
+@pytest.mark.slow
+def test_steppo_learns_tooluse_after_warm_start(tmp_path):
+    """The bigger version: ToolUse-v0 easy (compact, lookup only), tiny model."""
+    from steppo.sft import run_sft
+
+    env_kw = {"difficulty": "easy", "tools": ["lookup"], "compact": True}
+    out = str(tmp_path / "sft")
+    run_sft(SFTConfig(model="tiny", env_kwargs=env_kw, episodes=512, epochs=10, lr=3e-3, batch_size=16,
+                      max_history_turns=2, out=out, progress=False))
+    cfg = make_train_config(dict(model="tiny", init=out, env_kwargs=env_kw, iterations=16, episodes_per_iteration=16,
+                                 num_envs=16, max_new_tokens=48, max_history_turns=2, lr=2e-4, eval_every=16,
+                                 eval_episodes=32, out=str(tmp_path / "run"), progress=False, tensorboard=False))
+    Trainer(cfg).train()
+    rows = read_metrics(str(tmp_path / "run" / "metrics.jsonl"))
+    assert rows[-1]["eval/success_rate"] > rows[0]["eval/success_rate"]
