@@ -9,7 +9,7 @@ command through the ``module:ns/Name-v0`` id form::
     cd examples
     stepgym check custom_env:mygame/GuessNumber-v0
     stepgym eval --env custom_env:mygame/GuessNumber-v0 --agent expert --agent random
-    stepgym train --env custom_env:mygame/GuessNumber-v0 --model tiny --out runs/guess
+    stepgym train --env custom_env:mygame/GuessNumber-v0 --env-kwargs '{}' --out runs/guess
 
 Run this file to do all three from Python (``--budget small`` for a quick run).
 """
