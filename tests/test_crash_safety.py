@@ -175,6 +175,32 @@ def test_killed_training_resumes_to_the_same_result(tmp_path):
     assert not list(crashed.rglob("*.tmp")), "a temp file of an atomic write was left behind"
 
 
+@pytest.mark.xfail(reason="steppo/trainer.py save_policy: a kill inside rmtree(policy.old) leaves a non-empty "
+                          "policy.old, and the next os.replace(policy, policy.old) fails with ENOTEMPTY; fix: remove "
+                          "a leftover policy.old before the swap", strict=False)
+def test_policy_swap_survives_a_leftover_from_a_kill(tmp_path):
+    """A kill between the swap's steps must not break the next save (the resumed run)."""
+    pytest.importorskip("torch")
+    from steppo.config import StepPOConfig
+    from steppo.trainer import Trainer
+
+    class FakePolicy:  # only the file-writing part of the real policy matters here
+        def save_pretrained(self, path, extra=None):
+            os.makedirs(path, exist_ok=True)
+            Path(path, "model.safetensors").write_text(str(time.monotonic()))
+
+    trainer = Trainer(StepPOConfig(model="tiny", out=str(tmp_path), progress=False, tensorboard=False))
+    trainer.policy = FakePolicy()
+    trainer.save_policy()
+    first = (tmp_path / "policy" / "model.safetensors").read_text()
+    # What a SIGKILL inside shutil.rmtree(policy.old) leaves behind.
+    (tmp_path / "policy.old").mkdir()
+    (tmp_path / "policy.old" / "model.safetensors").write_text("half-deleted")
+    trainer.save_policy()
+    assert (tmp_path / "policy" / "model.safetensors").read_text() != first
+    assert not (tmp_path / "policy.old").exists()
+
+
 # -- configuration -------------------------------------------------------------------------
 
 
