@@ -325,7 +325,7 @@ def test_cli_rejects_invalid_values_with_field_and_allowed(name, value, words, c
 
 
 @pytest.mark.xfail(reason="cli.py: argparse prints the whole usage before its error line and rich wraps "
-                          "long errors at 80 columns; see docs/security.md (bad input)", strict=False)
+                          "long errors at 80 columns; see docs/security.md, Known gaps", strict=False)
 @pytest.mark.parametrize("argv", [["train", "--algo", "nope"], ["train", "--env-kwargs", "{not json"],
                                   ["train", "--iterations", "abc"]])
 def test_cli_errors_are_exactly_one_line(argv, capsys):
