@@ -6,7 +6,8 @@ for finding it, with the step limit as truncation. It subclasses ``stepgym.StepE
 ``mygame/GuessNumber-v0`` when this module is imported, and works with every stepgym
 command through the ``module:ns/Name-v0`` id form::
 
-    cd examples
+    cd examples   # the module must be importable: PYTHONPATH=. (a console script does not add the cwd)
+    export PYTHONPATH=.
     stepgym check custom_env:mygame/GuessNumber-v0
     stepgym eval --env custom_env:mygame/GuessNumber-v0 --agent expert --agent random
     stepgym train --env custom_env:mygame/GuessNumber-v0 --env-kwargs '{}' --out runs/guess
