@@ -6,8 +6,8 @@ and *pull* boxes at random. Every pull is a push played backwards, so every gene
 is solvable. Generation is a few hundred integer operations on a flat grid, well under a
 millisecond for the default 7x7 room with 2 boxes.
 
-The expert is a solver: Dijkstra over box pushes (edge cost = walk length + 1, so plans are
-move-optimal), with dead squares pruned. The plan is cached and recomputed only when the
+The expert is a solver: A* over box pushes (edge cost = walk length + 1, an admissible
+push-distance heuristic, so plans are move-optimal), with dead squares pruned. The plan is cached and recomputed only when the
 agent leaves it.
 
 Example:
@@ -47,6 +47,8 @@ for _form, _i in (("north", 0), ("south", 1), ("west", 2), ("east", 3)):
     _ALIASES[f"move {_form}"] = _i
     _ALIASES[f"go {_form}"] = _i
 
+#: Search budget of the solve that checks ``min_moves`` at reset (keeps big levels' resets bounded).
+_RESET_SOLVE_STATES = 5_000
 _WHERE = ("above you", "below you", "to your left", "to your right")
 
 _RULES = (
@@ -57,25 +59,29 @@ _RULES = (
 )
 
 
-def _dead_squares(walls: bytearray, width: int, targets: frozenset[int]) -> bytearray:
-    """1 where a box can never reach a target (ignoring other boxes), 0 elsewhere.
+_UNREACHABLE = 1 << 20
 
-    A box can reach a target from cell c iff pulling it backwards from some target reaches
-    c: breadth-first search of pulls from every target.
+
+def _push_distances(walls: bytearray, width: int, targets: frozenset[int]) -> list[int]:
+    """Pushes needed to bring a box from each cell to the nearest target, ignoring other boxes.
+
+    Breadth-first search of pulls from every target; cells it never reaches are dead squares
+    (a box there can never reach a target) and get ``_UNREACHABLE``.
     """
-    dead = bytearray(b"\x01") * len(walls)
+    dist = [_UNREACHABLE] * len(walls)
     deltas = (-width, width, -1, 1)
     queue = deque(targets)
     for t in targets:
-        dead[t] = 0
+        dist[t] = 0
     while queue:
         x = queue.popleft()
+        nd = dist[x] + 1
         for d in deltas:
             c = x - d  # the box came from c, pushed by a player standing at c - d
-            if not walls[c] and not walls[c - d] and dead[c]:
-                dead[c] = 0
+            if not walls[c] and not walls[c - d] and dist[c] == _UNREACHABLE:
+                dist[c] = nd
                 queue.append(c)
-    return dead
+    return dist
 
 
 def _walk(walls: bytearray, width: int, boxes: frozenset[int] | set[int], start: int) -> dict[int, tuple[int, int]]:
@@ -110,9 +116,10 @@ def solve_sokoban(
 ) -> list[int] | None:
     """A move-optimal solution as a list of move indices into ``DIRECTIONS``, or ``None``.
 
-    Dijkstra over push states ``(boxes, player after the push)``; the cost of a push is the
-    walk to the box plus one. Dead squares (cells from which no target is reachable) are
-    never pushed into.
+    A* over push states ``(boxes, player after the push)``; the cost of a push is the walk to
+    the box plus one, and the heuristic is the sum of each box's push distance to its nearest
+    target (consistent: one move changes it by at most one), so the first solution found is
+    move-optimal. Dead squares (cells from which no target is reachable) are never pushed into.
 
     Args:
         walls: flat grid, 1 for a wall; the border must be walls.
@@ -128,16 +135,19 @@ def solve_sokoban(
     """
     if boxes <= targets:
         return []
-    dead = _dead_squares(walls, width, targets)
+    pdist = _push_distances(walls, width, targets)
+    if any(pdist[b] >= _UNREACHABLE for b in boxes):
+        return None
     deltas = (-width, width, -1, 1)
     start = (boxes, player)
     best: dict[tuple[frozenset[int], int], int] = {start: 0}
     parent: dict[tuple[frozenset[int], int], tuple[tuple[frozenset[int], int], int, int]] = {}
     counter = 0
-    heap: list[tuple[int, int, tuple[frozenset[int], int]]] = [(0, 0, start)]
+    h0 = sum(pdist[b] for b in boxes)
+    heap: list[tuple[int, int, int, tuple[frozenset[int], int]]] = [(h0, 0, 0, start)]
     expanded = 0
     while heap:
-        cost, _, state = heapq.heappop(heap)
+        _, cost, _, state = heapq.heappop(heap)
         if best.get(state, 1 << 30) < cost:
             continue
         bx, pl = state
@@ -164,7 +174,7 @@ def solve_sokoban(
                 d = deltas[k]
                 stand = b - d
                 dest = b + d
-                if stand not in reach or walls[dest] or dest in bx or dead[dest]:
+                if stand not in reach or walls[dest] or dest in bx or pdist[dest] >= _UNREACHABLE:
                     continue
                 if stand not in dist:
                     dist[stand] = len(_path(reach, stand))
@@ -175,7 +185,8 @@ def solve_sokoban(
                     best[nstate] = ncost
                     parent[nstate] = (state, stand, k)
                     counter += 1
-                    heapq.heappush(heap, (ncost, counter, nstate))
+                    h = sum(pdist[x] for x in nb)
+                    heapq.heappush(heap, (ncost + h, ncost, counter, nstate))
     return None
 
 
@@ -229,9 +240,9 @@ class SokobanEnv(StepEnv):
     """Push every box onto a target; levels are generated solvable by reverse play.
 
     Args:
-        width: room width including the border walls (5 to 15).
-        height: room height including the border walls (5 to 15).
-        num_boxes: number of boxes (1 to 5).
+        width: room width including the border walls (5 to 12).
+        height: room height including the border walls (5 to 12).
+        num_boxes: number of boxes (1 to 4).
         scramble_steps: length of the reverse-play walk; longer walks give harder levels.
         min_moves: regenerate until the optimal solution takes at least this many moves
             (each try costs one solve, ~0.2 ms at the default size; 0 skips solving at reset).
@@ -265,7 +276,7 @@ class SokobanEnv(StepEnv):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        for name, value, lo, hi in (("width", width, 5, 15), ("height", height, 5, 15), ("num_boxes", num_boxes, 1, 5)):
+        for name, value, lo, hi in (("width", width, 5, 12), ("height", height, 5, 12), ("num_boxes", num_boxes, 1, 4)):
             if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
                 raise InvalidConfig(name, value, f"an int from {lo} to {hi}")
         if (width - 2) * (height - 2) < 3 * num_boxes + 4:
@@ -295,9 +306,20 @@ class SokobanEnv(StepEnv):
             self._scramble()
             if not self.min_moves:
                 return
-            moves = solve_sokoban(self._walls, self._w, self._targets, frozenset(self._boxes), self._player)
-            if moves is None:  # pragma: no cover - reverse play always yields solvable levels
-                continue
+            if self.num_boxes > 2:
+                # Cheap lower bound first: every push is a move, so when the boxes' push
+                # distances alone reach min_moves the level is hard enough without a solve
+                # (solves of 3-4 box levels cost milliseconds).
+                pdist = _push_distances(self._walls, self._w, self._targets)
+                if sum(pdist[b] for b in self._boxes) >= self.min_moves:
+                    return
+            moves = solve_sokoban(
+                self._walls, self._w, self._targets, frozenset(self._boxes), self._player, max_states=_RESET_SOLVE_STATES
+            )
+            if moves is None:
+                # Over the reset budget (big rooms, many boxes): reverse play guarantees the level
+                # is solvable and it is evidently not trivial; the expert solves it on first use.
+                return
             if len(moves) >= self.min_moves:
                 self._remember(moves)
                 return
@@ -325,6 +347,7 @@ class SokobanEnv(StepEnv):
         w, h = self.width, self.height
         rng = self.np_random
         deltas = (-w, w, -1, 1)
+        fallback: tuple[tuple[int, int], Any] | None = None
         for _attempt in range(50):
             # One batch of uniform draws per attempt: numpy per-call overhead would dominate.
             u = rng.random(4 * w * h + 2 * self.scramble_steps + 16).tolist()
@@ -360,7 +383,8 @@ class SokobanEnv(StepEnv):
             player = cells[order[self.num_boxes]]
             boxes = set(targets)
             origin = {t: t for t in targets}  # box -> the target it started on
-            best_score, best = 0, None
+            target_set = frozenset(targets)
+            best_key, best = (0, 0), None
             swaps, last = 0, -1
             moves = rng.integers(0, 4, size=self.scramble_steps).tolist()
             pulls = rng.random(self.scramble_steps).tolist()
@@ -378,22 +402,30 @@ class SokobanEnv(StepEnv):
                         # pulling another box than last time: levels with interleaved boxes are harder
                         swaps += 1
                         last = origin[player]
-                    # score: total displacement of boxes from their own targets, all boxes off
+                    # score: boxes off their targets first, then total displacement x box swaps
                     score = 0
                     off = 0
                     for b, t in origin.items():
                         score += abs(b % w - t % w) + abs(b // w - t // w)
-                        off += b not in targets
-                    score *= swaps
-                    if off == self.num_boxes and score > best_score:
-                        best_score, best = score, (nxt, frozenset(boxes))
+                        off += b not in target_set
+                    key = (off, score * swaps)
+                    if key > best_key:
+                        best_key, best = key, (nxt, frozenset(boxes))
                 player = nxt
             if best is None:
                 continue
+            if fallback is None or best_key > fallback[0]:
+                fallback = (best_key, (walls, target_set, best))
+            # A random walk in a big room can leave a box untouched: retry a few rooms, then
+            # settle for the most scrambled level seen.
+            if best_key[0] == self.num_boxes or _attempt >= 9:
+                break
+        if fallback is not None:
+            walls, target_set, (player, fb) = fallback[1]
             self._walls = walls
             self._w = w
-            self._targets = frozenset(targets)
-            self._player, fb = best
+            self._targets = target_set
+            self._player = player
             self._boxes = set(fb)
             return
         raise RuntimeError("Sokoban generation failed 50 times in a row; use a larger room or fewer boxes")
