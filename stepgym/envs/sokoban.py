@@ -7,8 +7,8 @@ is solvable. Generation is a few hundred integer operations on a flat grid, well
 millisecond for the default 7x7 room with 2 boxes.
 
 The expert is a solver: A* over box pushes (edge cost = walk length + 1, an admissible
-push-distance heuristic, so plans are move-optimal), with dead squares pruned. The plan is cached and recomputed only when the
-agent leaves it.
+push-distance heuristic, so plans are move-optimal), with dead squares pruned. The plan is
+cached and recomputed only when the agent leaves it.
 
 Example:
     >>> import gymnasium as gym, stepgym
@@ -313,8 +313,9 @@ class SokobanEnv(StepEnv):
                 pdist = _push_distances(self._walls, self._w, self._targets)
                 if sum(pdist[b] for b in self._boxes) >= self.min_moves:
                     return
+            boxes = frozenset(self._boxes)
             moves = solve_sokoban(
-                self._walls, self._w, self._targets, frozenset(self._boxes), self._player, max_states=_RESET_SOLVE_STATES
+                self._walls, self._w, self._targets, boxes, self._player, max_states=_RESET_SOLVE_STATES
             )
             if moves is None:
                 # Over the reset budget (big rooms, many boxes): reverse play guarantees the level
