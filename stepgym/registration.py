@@ -8,6 +8,8 @@ heavy is imported until ``gym.make``. Third-party envs register with
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -204,6 +206,23 @@ def list_envs(namespace: str | None = None) -> list[EnvInfo]:
     return out
 
 
+def _import_user_module(module: str) -> None:
+    """Import the module of a ``module:id`` spec; like ``python -m``, look in the cwd too.
+
+    The ``stepgym`` console script does not put the working directory on ``sys.path``,
+    so ``stepgym train --env mypkg.envs:ns/X-v0`` would not find a local ``mypkg``.
+    """
+    try:
+        importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        cwd = os.getcwd()
+        top = module.split(".")[0]
+        if exc.name not in (module, top) or cwd in sys.path or "" in sys.path:
+            raise
+        sys.path.append(cwd)
+        importlib.import_module(module)
+
+
 def resolve_env_id(env_id: str) -> str:
     """Import the module of a ``module:ns/Name-v0`` id and check the id is registered.
 
@@ -214,7 +233,7 @@ def resolve_env_id(env_id: str) -> str:
     if ":" in env_id:
         module, _, env_id = env_id.partition(":")
         try:
-            importlib.import_module(module)
+            _import_user_module(module)
         except ImportError as exc:
             raise InvalidArgument(
                 f"could not import module {module!r} to register {env_id!r}: {exc}. "

@@ -41,3 +41,15 @@ def test_two_commands_are_the_ci_commands():
     install_and_test = bash_blocks[1].strip()
     assert "pytest" in install_and_test
     assert install_and_test in ci.splitlines()
+
+
+def test_module_colon_id_found_from_the_working_directory(tmp_path):
+    """Like the `stepgym` console script: the cwd is not on sys.path (python -P), yet mypkg is found."""
+    block = next(b for b in PY_BLOCKS if "class Quiz" in b)
+    (tmp_path / "mypkg").mkdir()
+    (tmp_path / "mypkg" / "__init__.py").write_text("")
+    (tmp_path / "mypkg" / "envs.py").write_text(block)
+    code = "import sys; from stepgym.cli import main; sys.exit(main(['check', 'mypkg.envs:mypkg/Quiz-v0', '--episodes', '1']))"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
+    out = subprocess.run([sys.executable, "-P", "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
