@@ -214,7 +214,7 @@ def games() -> list[tuple[str, Callable[[int], list[str]], list[Callable[[], Run
 
     return [
         ("Wordle (5 letters)", wordle_script, [
-            lambda: stepgym_runner("Wordle", "stepgym/Wordle-v0", strict=False),
+            lambda: stepgym_runner("Wordle", "stepgym/Wordle-v0"),
             lambda: gem_runner("Wordle", "game:Wordle-v0-hard"),
             lambda: textarena_runner("Wordle", "Wordle-v0-raw"),
         ]),

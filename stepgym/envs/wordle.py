@@ -49,7 +49,7 @@ def load_words(name: str) -> tuple[str, ...]:
     """
     if name not in ("answers", "guesses"):
         raise InvalidConfig("name", name, "'answers' or 'guesses'")
-    text = resources.files("stepgym.data").joinpath(f"wordle_{name}.txt").read_text("ascii")
+    text = resources.files("stepgym").joinpath("data").joinpath(f"wordle_{name}.txt").read_text("ascii")
     return tuple(text.split())
 
 
@@ -60,7 +60,7 @@ def _guess_set() -> frozenset[str]:
 
 @cache
 def _tree() -> dict[str, str]:
-    text = resources.files("stepgym.data").joinpath("wordle_tree.txt").read_text("ascii")
+    text = resources.files("stepgym").joinpath("data").joinpath("wordle_tree.txt").read_text("ascii")
     tree: dict[str, str] = {}
     for line in text.splitlines():
         path, _, guess = line.rpartition(" ")
@@ -149,7 +149,8 @@ class WordleEnv(StepEnv):
     def __init__(self, max_guesses: int = 6, strict: bool = True, show_letters: bool = False, **kwargs: Any) -> None:
         if not isinstance(max_guesses, int) or isinstance(max_guesses, bool) or not 1 <= max_guesses <= 20:
             raise InvalidConfig("max_guesses", max_guesses, "an int from 1 to 20")
-        kwargs.setdefault("max_steps", max_guesses + 4)
+        if kwargs.get("max_steps") is None:
+            kwargs["max_steps"] = max_guesses + 4
         super().__init__(**kwargs)
         self.max_guesses = max_guesses
         self.strict = bool(strict)
