@@ -174,18 +174,24 @@ if cfg["guard"]:
     # refuses (crafted code objects are a known way around audit hooks).
     sys.pycache_prefix = cfg["pycache"]
     def _install(read_roots, write_roots, deny_mods):
-        realpath, fspath, isabs, join, getcwd = os.path.realpath, os.fspath, os.path.isabs, os.path.join, os.getcwd
+        # Everything the hook calls is bound here, at install time: C functions and
+        # builtin-type methods only. User code may monkeypatch modules (posixpath,
+        # pathlib, os) and pass str subclasses; the hook never calls into either.
+        lstat, readlink, getcwd = os.lstat, os.readlink, os.getcwd
         O_W = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+        str_t, bytes_t, int_t = str, bytes, int
+        join_s, join_b, sub = "".join, b"".join, issubclass
         deny_events = frozenset((
             "socket.__new__", "socket.bind", "socket.connect", "socket.getaddrinfo", "socket.gethostbyname",
             "socket.gethostbyaddr", "socket.sendto", "os.fork", "os.forkpty", "os.system", "os.exec",
             "os.posix_spawn", "os.spawn", "os.kill", "os.killpg", "signal.pthread_kill", "os.setsid",
-            "subprocess.Popen", "pty.spawn", "ctypes.dlopen", "ctypes.dlsym", "ctypes.cdata", "code.__new__",
-            "marshal.loads", "marshal.load", "resource.setrlimit", "resource.prlimit", "sys.remote_exec",
-            "sqlite3.connect", "sqlite3.enable_load_extension", "os.add_dll_directory", "os.startfile",
-            "_posixsubprocess.fork_exec", "webbrowser.open", "urllib.Request", "ftplib.connect",
-            "http.client.connect", "imaplib.open", "nntplib.connect", "poplib.connect", "smtplib.connect",
-            "telnetlib.Telnet.open", "os.chroot", "os.mknod", "os.mkfifo", "os.setns", "os.unshare",
+            "os.setpgid", "subprocess.Popen", "pty.spawn", "code.__new__", "marshal.loads", "marshal.load",
+            "resource.setrlimit", "resource.prlimit", "sys.remote_exec", "sqlite3.connect",
+            "sqlite3.enable_load_extension", "os.add_dll_directory", "os.startfile", "_posixsubprocess.fork_exec",
+            "webbrowser.open", "urllib.Request", "ftplib.connect", "http.client.connect", "imaplib.open",
+            "nntplib.connect", "poplib.connect", "smtplib.connect", "telnetlib.Telnet.open", "os.chroot",
+            "os.mknod", "os.mkfifo", "os.setns", "os.unshare", "gc.get_objects", "gc.get_referrers",
+            "gc.get_referents", "function.__new__", "sys._current_frames", "sys.setprofile", "sys.settrace",
         ))
         path_events = {
             "os.listdir": False, "os.scandir": False, "os.chdir": False, "os.remove": True, "os.rmdir": True,
@@ -194,40 +200,95 @@ if cfg["guard"]:
             "shutil.copyfile": True, "shutil.move": True, "os.setxattr": True, "os.removexattr": True,
             "os.listxattr": False, "os.getxattr": False, "glob.glob": False,
         }
-        def _inside(path, roots):
+        def plain(x):
+            # A str (or None) without calling any method of x: str/bytes subclasses are
+            # copied by join, which reads their data directly.
+            t = type(x)
+            if t is str_t:
+                return x
+            if sub(t, str_t):
+                return join_s((x,))
+            if sub(t, bytes_t):
+                return join_b((x,)).decode("utf-8", "surrogateescape")
+            return None
+        def resolve(p):
+            # realpath with captured os.lstat/os.readlink (posixpath's may be patched).
+            if not p.startswith("/"):
+                p = getcwd() + "/" + p
+            stack = [x for x in p.split("/") if x][::-1]
+            path, links = "", 0
+            while stack:
+                name = stack.pop()
+                if name == ".":
+                    continue
+                if name == "..":
+                    path = path.rpartition("/")[0]
+                    continue
+                new = path + "/" + name
+                try:
+                    mode = lstat(new).st_mode
+                except OSError:
+                    path = new
+                    continue
+                if mode & 0o170000 == 0o120000:
+                    links += 1
+                    if links > 40:
+                        return None
+                    target = readlink(new)
+                    if target.startswith("/"):
+                        path = ""
+                    stack.extend([x for x in target.split("/") if x][::-1])
+                else:
+                    path = new
+            return path or "/"
+        def inside(x, roots):
+            p = plain(x)
+            if p is None or "\x00" in p:
+                return False, "<not a str path>"
             try:
-                p = fspath(path)
-                if isinstance(p, bytes):
-                    p = p.decode("utf-8", "surrogateescape")
-                if not isabs(p):
-                    p = join(getcwd(), p)
-                p = realpath(p)
+                r = resolve(p)
             except Exception:
-                return False
-            return any(p == r or p.startswith(r.rstrip("/") + "/") for r in roots)
+                return False, p
+            if r is None:
+                return False, p
+            for root in roots:
+                if r == root or r.startswith(root + "/"):
+                    return True, p
+            return False, p
         def hook(event, args):
-            if event in deny_events:
-                raise PermissionError(f"sandbox: {event} is not allowed")
+            if event in deny_events or event.startswith("ctypes."):
+                raise PermissionError("sandbox: " + event + " is not allowed")
             if event == "open":
                 path, mode, flags = args[0], args[1], args[2]
-                if isinstance(path, int):
+                if type(path) is int_t:
                     return
-                write = (mode is not None and any(c in str(mode) for c in "wax+")) or (mode is None and bool(flags & O_W))
-                if not _inside(path, write_roots if write else read_roots):
-                    raise PermissionError(f"sandbox: {'writing' if write else 'reading'} {path!r} is not allowed")
+                m = plain(mode)
+                write = (m is not None and any(c in m for c in "wax+")) or (mode is None and bool(flags & O_W))
+                ok, shown = inside(path, write_roots if write else read_roots)
+                if not ok:
+                    raise PermissionError("sandbox: " + ("writing " if write else "reading ") + repr(shown)
+                                          + " is not allowed")
                 return
             if event in path_events:
                 roots = write_roots if path_events[event] else read_roots
                 for a in args[:2]:
-                    if isinstance(a, (str, bytes, os.PathLike)) and not _inside(a, roots):
-                        raise PermissionError(f"sandbox: {event} on {a!r} is not allowed")
+                    if plain(a) is None:
+                        continue  # fds, flags; os functions hand paths over as str/bytes
+                    ok, shown = inside(a, roots)
+                    if not ok:
+                        raise PermissionError("sandbox: " + event + " on " + repr(shown) + " is not allowed")
                 return
             if event == "import":
-                if str(args[0]).split(".")[0] in deny_mods:
-                    raise ImportError(f"sandbox: module {args[0]!r} is not allowed")
+                name = plain(args[0]) or ""
+                where = plain(args[1]) or ""
+                base = where.rpartition("/")[2].partition(".")[0]
+                if base in deny_mods or any(part in deny_mods for part in name.split(".")):
+                    raise ImportError("sandbox: module " + repr(name) + " is not allowed")
                 return
-            if event == "object.__setattr__" and args[1] in ("__code__", "__closure__", "__globals__"):
-                raise PermissionError("sandbox: changing code objects is not allowed")
+            if event == "object.__setattr__":
+                name = plain(args[1])
+                if name == "__code__":
+                    raise PermissionError("sandbox: replacing a function's code is not allowed")
         sys.addaudithook(hook)
     _install(tuple(cfg["read_roots"]), tuple(cfg["write_roots"]), frozenset(cfg["deny_modules"]))
     del _install
@@ -259,7 +320,7 @@ _DENY_MODULES = (
     "_testcapi", "_testinternalcapi", "_testbuffer", "_testmultiphase", "_testsinglephase",
     "_testimportmultiple", "_testclinic", "_sqlite3", "sqlite3", "dbm", "_dbm", "_gdbm", "readline",
     "_tkinter", "tkinter", "pty", "termios", "fcntl", "_socket", "socket", "ssl", "_ssl", "mmap",
-    "_ctypes_test", "xxsubtype", "_lsprof", "faulthandler", "tracemalloc",
+    "_ctypes_test", "xxsubtype", "_lsprof", "faulthandler", "tracemalloc", "gc", "_xxtestfuzz",
 )
 
 

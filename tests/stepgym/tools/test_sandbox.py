@@ -212,6 +212,52 @@ def test_ctypes_fails(tool, usr1):
     still_works(tool)
 
 
+GUARD_BYPASSES = {
+    # realpath is Python code reading module globals: patch it to say "inside".
+    "patched posixpath": "import os, posixpath\nwd = os.getcwd()\nposixpath._joinrealpath = lambda *a: (wd, True)\n"
+                         "print(open('/etc/shadow').read())",
+    "symlink out": "import os\nos.symlink('/etc/shadow', 'link')\nprint(open('link').read())",
+    "dot-dot": "print(open('../../../../../../etc/shadow').read())",
+    "PathLike": "class P:\n    def __fspath__(self):\n        return '/etc/shadow'\nprint(open(P()).read())",
+    "str subclass": "class S(str):\n    def __str__(self):\n        return 'ok.txt'\nprint(open(S('/etc/shadow')).read())",
+}
+
+
+@pytest.mark.parametrize("attack", sorted(GUARD_BYPASSES))
+def test_known_guard_bypasses_fail(tool, attack):
+    out = tool(code=GUARD_BYPASSES[attack])
+    assert not out.ok and "root:" not in out.text, out.text
+    still_works(tool)
+
+
+@pytest.mark.parametrize("code", [
+    "class S(str):\n    def __str__(self):\n        return 'json'\n    def split(self, *a):\n        return ['json']\n"
+    "print(__import__(S('_ctypes')))",
+    "import importlib.util, os, sys\nd = sys.base_prefix + '/lib/python3.11/lib-dynload'\n"
+    "so = d + '/' + [f for f in os.listdir(d) if f.startswith('_ctypes.')][0]\n"
+    "spec = importlib.util.spec_from_file_location('x._ctypes', so)\nprint(importlib.util.module_from_spec(spec))",
+    "def f():\n    pass\nf.__code__ = (lambda: 1).__code__",
+    "import gc\nprint(len(gc.get_objects()))",
+])
+def test_guard_refuses_its_known_escape_hatches(code):
+    """Without bwrap the audit hook is the only wall: its own weak spots stay closed."""
+    out = PythonTool(timeout_s=2, isolation="rlimits")(code=code)
+    assert not out.ok and "not allowed" in out.text, out.text
+
+
+def test_guard_allows_ordinary_code():
+    code = (
+        "import fractions, statistics, decimal, json, re, datetime, collections, itertools, heapq, math\n"
+        "from dataclasses import dataclass\nfrom pathlib import Path\nimport tempfile, glob\n"
+        "@dataclass\nclass A:\n    x: int = 1\n"
+        "Path('z.txt').write_text('q')\n"
+        "with tempfile.NamedTemporaryFile('w', delete=False) as f:\n    f.write('t')\n"
+        "print(A().x, Path('z.txt').read_text(), sorted(glob.glob('*.txt')), statistics.mean([1, 2, 3]))"
+    )
+    out = PythonTool(timeout_s=5, isolation="rlimits")(code=code)
+    assert out.ok and out.text == "1 q ['z.txt'] 2", out.text
+
+
 def test_huge_output_is_cut(tool):
     t0 = time.monotonic()
     out = tool(code="print('x' * 10**8)")
