@@ -177,7 +177,7 @@ if cfg["guard"]:
         # Everything the hook calls is bound here, at install time: C functions and
         # builtin-type methods only. User code may monkeypatch modules (posixpath,
         # pathlib, os) and pass str subclasses; the hook never calls into either.
-        lstat, readlink, getcwd = os.lstat, os.readlink, os.getcwd
+        lstat, stat, readlink, getcwd = os.lstat, os.stat, os.readlink, os.getcwd
         O_W = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
         str_t, bytes_t, int_t = str, bytes, int
         join_s, join_b, sub = "".join, b"".join, issubclass
@@ -268,6 +268,15 @@ if cfg["guard"]:
                 if not ok:
                     raise PermissionError("sandbox: " + ("writing " if write else "reading ") + repr(shown)
                                           + " is not allowed")
+                if mode is None:
+                    # os.open of a directory gives a dir_fd, and the audit events of
+                    # *at() calls do not carry it: paths would resolve somewhere unchecked.
+                    try:
+                        is_dir = stat(plain(path)).st_mode & 0o170000 == 0o040000
+                    except OSError:
+                        is_dir = False
+                    if is_dir:
+                        raise PermissionError("sandbox: opening directories as file descriptors is not allowed")
                 return
             if event in path_events:
                 roots = write_roots if path_events[event] else read_roots

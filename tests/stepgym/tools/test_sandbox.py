@@ -238,11 +238,19 @@ def test_known_guard_bypasses_fail(tool, attack):
     "spec = importlib.util.spec_from_file_location('x._ctypes', so)\nprint(importlib.util.module_from_spec(spec))",
     "def f():\n    pass\nf.__code__ = (lambda: 1).__code__",
     "import gc\nprint(len(gc.get_objects()))",
+    # A directory fd makes *at() calls resolve paths the audit events do not show.
+    "import os, sysconfig\nfd = os.open(sysconfig.get_paths()['stdlib'], os.O_RDONLY)\n"
+    "open('stepgym-planted.py', 'w', opener=lambda p, f: os.open(p, f, dir_fd=fd)).write('x')",
+    "import os, sysconfig\nfd = os.open(sysconfig.get_paths()['stdlib'], os.O_RDONLY)\n"
+    "os.symlink('x', 'stepgym-planted.py', dir_fd=fd)",
 ])
 def test_guard_refuses_its_known_escape_hatches(code):
     """Without bwrap the audit hook is the only wall: its own weak spots stay closed."""
+    import sysconfig
+
     out = PythonTool(timeout_s=2, isolation="rlimits")(code=code)
     assert not out.ok and "not allowed" in out.text, out.text
+    assert not os.path.lexists(os.path.join(sysconfig.get_paths()["stdlib"], "stepgym-planted.py"))
 
 
 def test_guard_allows_ordinary_code():
