@@ -20,6 +20,16 @@ from stepgym.tools.sandbox import ISOLATIONS, Limits, RunResult, Sandbox
 __all__ = ["PythonTool"]
 
 
+#: C0/C1 control characters (except newline and tab) become visible escapes: a model has
+#: no use for them, and raw ESC sequences would reach the terminal of whoever renders the
+#: observation (`stepgym play`, logs).
+_CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x00, 0x20), 0x7F, *range(0x80, 0xA0)] if c not in (0x09, 0x0A)}
+
+
+def _visible(text: str) -> str:
+    return text.translate(_CONTROL)
+
+
 def _signal_name(num: int) -> str:
     try:
         return _signal.Signals(num).name
@@ -138,6 +148,7 @@ class PythonTool:
 
     def _render(self, r: RunResult) -> ToolOutput:
         lim = self.limits
+        r.stdout, r.stderr = _visible(r.stdout), _visible(r.stderr)
         out = r.stdout
         if r.error is not None:
             return ToolOutput(f"Error: the python tool could not run the code ({r.error}).", ok=False)

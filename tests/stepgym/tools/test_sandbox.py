@@ -278,6 +278,11 @@ def test_huge_output_is_cut(tool):
     still_works(tool)
 
 
+def test_control_characters_are_made_visible(tool):
+    out = tool(code="print('a\\x1b[2J\\x07b\\r\\tc\\x9b')")
+    assert out.ok and out.text == "a\\x1b[2J\\x07b\\x0d\tc\\x9b", out.text
+
+
 def test_environment_is_scrubbed(tool, monkeypatch):
     secret = uuid.uuid4().hex
     monkeypatch.setenv("STEPGYM_TEST_API_KEY", secret)
