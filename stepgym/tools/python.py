@@ -4,6 +4,10 @@ ToolUse-v0 offers it when ``"python"`` is in its ``tools`` tuple, for tasks wher
 computing is easier in code than with the calculator. The code never runs in the env's
 process; see :mod:`stepgym.tools.sandbox` for the isolation layers and
 docs/security.md for the threat model.
+
+Determinism: the child runs with ``PYTHONHASHSEED=0``, so set and dict orders repeat, but
+a program that reads the clock or draws from an unseeded ``random`` prints different text
+on each run; trajectories with such calls do not replay byte for byte.
 """
 
 from __future__ import annotations
