@@ -283,7 +283,8 @@ def value_loss(
 
     Returns:
         ``(loss, stats)``; stats keys ``loss``, ``clip_frac`` (entries where the clipped term is
-        larger), ``value_mean``, ``return_mean``, ``explained_variance`` (1 - Var[R - V] / Var[R]).
+        larger), ``value_mean``, ``return_mean``, ``explained_variance`` (1 - Var[R - V] / Var[R]; 0 when
+        Var[R] < 1e-8).
 
     Example:
         >>> import torch
@@ -323,8 +324,10 @@ def value_loss(
         loss = per.sum() / m.sum().clamp(min=1).to(per.dtype)
     n = max(int(m.sum()), 1)
     rv, vv = ret[m], v.detach()[m]
-    var_r = rv.var(unbiased=False) if rv.numel() > 1 else torch.tensor(0.0)
-    ev = float(1.0 - (rv - vv).var(unbiased=False) / var_r) if rv.numel() > 1 and var_r > 0 else 0.0
+    var_r = float(rv.var(unbiased=False)) if rv.numel() > 1 else 0.0
+    # Undefined when the targets (nearly) do not vary, e.g. a minibatch of equal returns; report 0
+    # rather than a huge negative number made of rounding noise.
+    ev = float(1.0 - (rv - vv).var(unbiased=False) / var_r) if var_r > 1e-8 else 0.0
     stats = {
         "loss": float(loss.detach()),
         "clip_frac": float(clipped.sum()) / n,

@@ -243,6 +243,10 @@ def test_value_loss_explained_variance_and_errors():
     assert stats["explained_variance"] == 1.0 and stats["loss"] == 0.0
     _, stats = value_loss(torch.zeros(3), torch.zeros(3), v)  # predicts nothing: EV = 0
     assert math.isclose(stats["explained_variance"], 0.0, abs_tol=1e-6)
+    # returns equal up to float rounding: EV is undefined -> 0, not -1e15
+    flat = torch.tensor([0.1 + 0.2, 0.3, 0.3]).double()
+    _, stats = value_loss(torch.tensor([0.0, 0.5, 1.0]).double(), flat, flat)
+    assert stats["explained_variance"] == 0.0
     with pytest.raises(InvalidArgument, match="returns"):
         value_loss(v, v, torch.zeros(4))
     with pytest.raises(InvalidArgument, match="clip"):
