@@ -8,7 +8,8 @@ Not a CI job: it needs the peers installed next to stepgym, e.g.::
 
 Every framework plays the same scripted action sequences (drawn from the episode's seed,
 written in each framework's own action format) and each ``step``/``reset`` call is timed
-alone with ``perf_counter_ns``; the table shows medians in microseconds. For TextArena a
+alone with ``perf_counter_ns``; the table shows medians in microseconds. The frameworks of a
+game take turns in ``--rounds`` rounds of episodes, so load on a shared machine hits all alike. For TextArena a
 step is ``get_observation()`` + ``step()`` (its step returns no observation) on the ``-raw``
 env (no wrappers); for GEM, ``gem.make`` as its users get it; for stepgym, ``gym.make``
 with Gymnasium's default wrappers.
@@ -71,11 +72,13 @@ class Runner:
         self.prepare = prepare
 
 
-def time_runner(r: Runner, script: Callable[[int], list[str]], episodes: int) -> dict[str, float]:
-    env = r.make()
-    resets: list[int] = []
-    steps: list[int] = []
-    for ep in range(episodes):
+def time_runner(r: Runner, script: Callable[[int], list[str]], episodes: int, env: Any = None,
+                start: int = 0, resets: list[int] | None = None, steps: list[int] | None = None) -> dict[str, float]:
+    """Time ``episodes`` episodes (seeds ``start``...); appends to ``resets``/``steps`` when given."""
+    env = r.make() if env is None else env
+    resets = [] if resets is None else resets
+    steps = [] if steps is None else steps
+    for ep in range(start, start + episodes):
         t0 = time.perf_counter_ns()
         r.reset(env, ep)
         resets.append(time.perf_counter_ns() - t0)
@@ -254,25 +257,40 @@ def games() -> list[tuple[str, Callable[[int], list[str]], list[Callable[[], Run
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--episodes", type=int, default=100, help="episodes per game and framework")
+    p.add_argument("--rounds", type=int, default=10, help="frameworks alternate in this many rounds of episodes")
     p.add_argument("--markdown", action="store_true", help="print a markdown table")
     args = p.parse_args(argv)
     _offline_nltk()
     rows: list[tuple[str, str, str, str, str]] = []
     for game, script, makers in games():
+        # Frameworks take turns in rounds of episodes, so that load spikes on a shared
+        # machine hit all of them alike.
+        entries: list[dict[str, Any]] = []
         for mk in makers:
             try:
                 runner = mk()
+                entries.append({"runner": runner, "env": runner.make(), "resets": [], "steps": [], "error": None})
             except Exception as exc:  # a peer that cannot even be imported or built
                 rows.append((game, "?", "n/a", "n/a", f"{type(exc).__name__}: {exc}".splitlines()[0][:120]))
-                continue
-            try:
-                res = time_runner(runner, script, args.episodes)
-                rows.append((game, runner.framework + ("" if runner.label in game else f" [{runner.label}]"),
-                             f"{res['reset_us']:.1f}", f"{res['step_us']:.1f}", f"{res['steps']} steps"))
-            except Exception as exc:
-                traceback.print_exc(file=sys.stderr)
-                why = f"{type(exc).__name__}: {exc}".splitlines()[0][:120]
-                rows.append((game, runner.framework, "n/a", "n/a", why))
+        per_round = max(1, args.episodes // args.rounds)
+        for rnd in range(args.rounds):
+            for e in entries:
+                if e["error"] is not None:
+                    continue
+                try:
+                    time_runner(e["runner"], script, per_round, env=e["env"], start=rnd * per_round,
+                                resets=e["resets"], steps=e["steps"])
+                except Exception as exc:
+                    traceback.print_exc(file=sys.stderr)
+                    e["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0][:120]
+        for e in entries:
+            runner = e["runner"]
+            name = runner.framework + ("" if runner.label in game else f" [{runner.label}]")
+            if e["error"] is not None:
+                rows.append((game, name, "n/a", "n/a", e["error"]))
+            else:
+                rows.append((game, name, f"{statistics.median(e['resets']) / 1000:.1f}",
+                             f"{statistics.median(e['steps']) / 1000:.1f}", f"{len(e['steps'])} steps"))
             print(f"{rows[-1]}", file=sys.stderr, flush=True)
     header = ("game", "framework", "reset µs", "step µs", "note")
     if args.markdown:

@@ -146,6 +146,7 @@ class ConnectFour:
         self.done = False
         self.n_played = 0
         self.rows = [["."] * 7 for _ in range(6)]
+        self._board: str | None = None
 
     def legal(self) -> list[int]:
         return [c for c in range(7) if self.heights[c] < 7 * c + 6]
@@ -156,6 +157,7 @@ class ConnectFour:
     def play(self, m: int) -> None:
         h = self.heights[m]
         self.rows[5 - (h - 7 * m)][m] = MARKS[self.to_move]
+        self._board = None
         b = self.bits[self.to_move] | (1 << h)
         self.bits[self.to_move] = b
         self.heights[m] = h + 1
@@ -171,7 +173,10 @@ class ConnectFour:
         return (self.bits[0], self.bits[1])
 
     def board(self) -> str:
-        return " 1 2 3 4 5 6 7\n" + "\n".join(" " + " ".join(r) for r in self.rows)
+        # Cached between moves: observe() renders the same board for both players.
+        if self._board is None:
+            self._board = " 1 2 3 4 5 6 7\n" + "\n".join(" " + " ".join(r) for r in self.rows)
+        return self._board
 
     @staticmethod
     def label(m: int) -> str:
