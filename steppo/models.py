@@ -450,6 +450,24 @@ def _smollm2_folder() -> Path:
     )
 
 
+def _distinct_pad(tokenizer: Any, model: Any = None) -> None:
+    """Give SmolLM2 a pad token other than its eos ``<|im_end|>`` (it ships with pad == eos).
+
+    With pad == eos, code that masks padding by id also masks the eos the model generated,
+    which then never learns to stop. ``<|endoftext|>`` is in the vocabulary and unused in chats.
+    """
+    pad = "<|endoftext|>"
+    if tokenizer.pad_token_id is not None and tokenizer.pad_token_id != tokenizer.eos_token_id:
+        return
+    if pad not in tokenizer.get_vocab():
+        return
+    tokenizer.pad_token = pad
+    if model is not None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+        if model.generation_config is not None:
+            model.generation_config.pad_token_id = tokenizer.pad_token_id
+
+
 def _smollm2_dir(cache_dir: str | os.PathLike | None) -> Path:
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     return root / "models" / "smollm2-135m"
@@ -490,8 +508,9 @@ def _materialise_smollm2(target: Path) -> Path:
     model.generation_config = GenerationConfig(
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
     )
+    _distinct_pad(tokenizer, model)
     del quantized, state
     with _atomic_dir(target) as tmp:
         model.save_pretrained(tmp)
@@ -532,7 +551,9 @@ def load_tokenizer(spec: str, *, cache_dir: str | os.PathLike | None = None) -> 
     from transformers import AutoTokenizer
 
     if kind == "smollm2-135m":
-        return AutoTokenizer.from_pretrained(_materialise_smollm2(_smollm2_dir(cache_dir)))
+        tokenizer = AutoTokenizer.from_pretrained(_materialise_smollm2(_smollm2_dir(cache_dir)))
+        _distinct_pad(tokenizer)  # caches written before pad != eos was enforced
+        return tokenizer
     try:
         return AutoTokenizer.from_pretrained(_local_source(spec) if kind == "path" else spec)
     except (OSError, ValueError) as exc:
@@ -592,6 +613,8 @@ def load_model(
             model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype)
     except (OSError, ValueError) as exc:
         raise _bad_spec(spec, f"{type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
+    if kind == "smollm2-135m":
+        _distinct_pad(tokenizer, model)  # caches written before pad != eos was enforced
     if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
         # Batched generation and padded training need a pad id; eos is the usual stand-in.
         tokenizer.pad_token = tokenizer.eos_token

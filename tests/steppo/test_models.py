@@ -201,6 +201,10 @@ def test_smollm2_materialises_and_runs(smollm2_cache):
     ids = tok(text, add_special_tokens=False)["input_ids"]
     assert tok.decode(ids) == text
     assert tok.eos_token == "<|im_end|>" and tok.pad_token_id is not None
+    # pad differs from eos, so masking padding by id never hides the generated end of turn
+    assert tok.pad_token == "<|endoftext|>" and tok.pad_token_id != tok.eos_token_id
+    assert model.generation_config.pad_token_id == tok.pad_token_id == model.config.pad_token_id
+    assert load_tokenizer("smollm2-135m", cache_dir=smollm2_cache).pad_token_id == tok.pad_token_id
     prompt = tok.apply_chat_template([{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True)
     assert prompt.endswith("<|im_start|>assistant\n")
     sentence = torch.tensor([tok(prompt + "The capital of France is Paris.")["input_ids"]])
