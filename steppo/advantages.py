@@ -63,7 +63,9 @@ def _as_float(x: Any, name: str) -> torch.Tensor:
         try:
             x = torch.as_tensor(x)
         except (TypeError, ValueError, RuntimeError) as exc:
-            raise InvalidArgument(f"{name}: expected a tensor (or nested list of numbers), got {type(x).__name__}") from exc
+            raise InvalidArgument(
+                f"{name}: expected a tensor (or nested list of numbers), got {type(x).__name__}"
+            ) from exc
     x = x.detach()
     return x if x.is_floating_point() else x.float()
 
@@ -501,8 +503,8 @@ def gigpo_advantages(
     episode = grpo_advantages(scores, traj_group_ids, std_normalize=std_normalize, eps=eps)
     per_step_episode = broadcast_to_steps(episode, tidx)
 
-    groups = traj_group_ids.detach().cpu().tolist() if isinstance(traj_group_ids, torch.Tensor) else list(traj_group_ids)
-    anchors = step_anchor_ids.detach().cpu().tolist() if isinstance(step_anchor_ids, torch.Tensor) else list(step_anchor_ids)
+    groups = _as_list(traj_group_ids)
+    anchors = _as_list(step_anchor_ids)
     # The same observation in two different tasks is not the same state: key on (group, anchor).
     keys = [(groups[t], a) for t, a in zip(tidx.tolist(), anchors)]
     aidx, n_anchor = group_index(keys)
@@ -510,7 +512,16 @@ def gigpo_advantages(
     return per_step_episode + step_weight * step
 
 
-def place_step_rewards(step_rewards: torch.Tensor, step_mask: torch.Tensor, tokens_per_step: torch.Tensor, length: int | None = None) -> torch.Tensor:
+def _as_list(ids: GroupIds) -> list[Hashable]:
+    return ids.detach().cpu().tolist() if isinstance(ids, torch.Tensor) else list(ids)
+
+
+def place_step_rewards(
+    step_rewards: torch.Tensor,
+    step_mask: torch.Tensor,
+    tokens_per_step: torch.Tensor,
+    length: int | None = None,
+) -> torch.Tensor:
     """Lay out step rewards on the concatenated response tokens, for :func:`token_gae`.
 
     Row ``b`` of the result has the response tokens of trajectory ``b``'s steps back to back

@@ -57,7 +57,8 @@ def _check_token_tensors(logprobs: torch.Tensor, old_logprobs: torch.Tensor, res
         raise InvalidArgument(f"logprobs: expected a [N steps, L tokens] tensor, got {shape}")
     if old_logprobs.shape != logprobs.shape:
         raise InvalidArgument(
-            f"old_logprobs: expected shape {tuple(logprobs.shape)} (the shape of logprobs), got {tuple(old_logprobs.shape)}"
+            f"old_logprobs: expected shape {tuple(logprobs.shape)} (the shape of logprobs), "
+            f"got {tuple(old_logprobs.shape)}"
         )
     mask = torch.as_tensor(response_mask, device=logprobs.device)
     if mask.shape != logprobs.shape:
@@ -297,8 +298,9 @@ def value_loss(
         shape = tuple(values.shape) if isinstance(values, torch.Tensor) else type(values).__name__
         raise InvalidArgument(f"values: expected a [N] (per step) or [N, L] (per token) tensor, got {shape}")
     for name, t in (("old_values", old_values), ("returns", returns)):
-        if torch.as_tensor(t).shape != values.shape:
-            raise InvalidArgument(f"{name}: expected shape {tuple(values.shape)} (the shape of values), got {tuple(torch.as_tensor(t).shape)}")
+        shape = tuple(torch.as_tensor(t).shape)
+        if shape != tuple(values.shape):
+            raise InvalidArgument(f"{name}: expected shape {tuple(values.shape)} (the shape of values), got {shape}")
     if clip is not None and clip < 0:
         raise InvalidArgument(f"clip: expected a value >= 0 or None, got {clip!r}")
     values = values.to(_acc_dtype(values))
