@@ -59,6 +59,10 @@ class PythonTool:
             refuses new processes).
         isolation: ``"auto"`` (bubblewrap when it works here, else rlimits + guard),
             ``"bwrap"`` (required) or ``"rlimits"``.
+        prestart: keep one sandboxed child started ahead of the next call (each child still
+            runs exactly one program), which hides most of the start-up cost (about 4x
+            faster calls under bwrap, see docs/benchmarks.md); the idle child is killed by
+            :meth:`close`, at garbage collection and at exit. The first call starts cold.
 
     Example:
         >>> from stepgym.tools.python import PythonTool
@@ -97,6 +101,7 @@ class PythonTool:
         max_code_chars: int = 20_000,
         processes: int = 16,
         isolation: str = "auto",
+        prestart: bool = True,
     ) -> None:
         if not isinstance(timeout_s, (int, float)) or isinstance(timeout_s, bool) or not timeout_s > 0:
             raise InvalidArgument(f"timeout_s must be a positive number of seconds, got {timeout_s!r}")
@@ -119,7 +124,7 @@ class PythonTool:
         self.timeout_s = float(timeout_s)
         self.max_output_chars = max_output_chars
         self.max_code_chars = max_code_chars
-        self.sandbox = Sandbox(self.limits, isolation=isolation)
+        self.sandbox = Sandbox(self.limits, isolation=isolation, prestart=prestart)
 
     @property
     def isolation(self) -> str:
@@ -188,6 +193,10 @@ class PythonTool:
         if not text.strip():
             text = "(the code printed nothing; use print() to show results)"
         return ToolOutput(self._clip(text), ok=True)
+
+    def close(self) -> None:
+        """Kill the pre-started child (``prestart=True``); the tool still works afterwards."""
+        self.sandbox.close()
 
     def __repr__(self) -> str:
         return f"PythonTool(timeout_s={self.timeout_s:g}, isolation={self.isolation!r})"

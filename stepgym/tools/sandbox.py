@@ -46,6 +46,7 @@ import sysconfig
 import tempfile
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 
 from stepgym.errors import DependencyNotInstalled, InvalidArgument
@@ -500,7 +501,7 @@ class Sandbox:
         (False, True)
     """
 
-    def __init__(self, limits: Limits | None = None, *, isolation: str = "auto") -> None:
+    def __init__(self, limits: Limits | None = None, *, isolation: str = "auto", prestart: bool = False) -> None:
         if isolation not in ISOLATIONS:
             raise InvalidArgument(f"isolation must be one of {ISOLATIONS}, got {isolation!r}")
         self.limits = limits or Limits()
@@ -521,6 +522,12 @@ class Sandbox:
         self._drop_in_rlimits = self._as_root and all(
             _reachable_by_other(p) for p in [self._python, *_stdlib_roots()]
         )
+        self.prestart = bool(prestart)
+        self._lock = threading.Lock()
+        # The spare child (prestart=True): [proc, workdir, pid of the process that owns it].
+        # A finalizer kills it when the sandbox is garbage-collected or the process exits.
+        self._spare: list = []
+        self._finalizer = weakref.finalize(self, _drop_spare, self._spare)
 
     def run(self, code: str) -> RunResult:
         """Run ``code`` (Python source) and return what it printed and how it ended."""
@@ -530,12 +537,65 @@ class Sandbox:
         except Exception as exc:  # the sandbox must never take the env down
             return RunResult(isolation=self.isolation, error=f"sandbox failure: {type(exc).__name__}: {exc}",
                              wall_s=time.monotonic() - t0)
+        finally:
+            if self.prestart:
+                self._refill()
+
+    def close(self) -> None:
+        """Kill the pre-started child, if any (``prestart=True``); ``run`` still works after."""
+        with self._lock:
+            _drop_spare(self._spare)
+
+    def __getstate__(self) -> dict:
+        # A copy (deepcopy, pickle to a worker) gets no child and no lock of ours.
+        state = dict(self.__dict__)
+        for k in ("_lock", "_spare", "_finalizer"):
+            state.pop(k, None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+        self._spare = []
+        self._finalizer = weakref.finalize(self, _drop_spare, self._spare)
+
+    def _take_spare(self) -> tuple[subprocess.Popen, str | None] | None:
+        with self._lock:
+            if not self._spare:
+                return None
+            proc, workdir, owner = self._spare
+            if owner != os.getpid():
+                # Inherited through fork: the child belongs to the parent process.
+                self._spare.clear()
+                return None
+            self._spare.clear()
+        if _has_exited(proc.pid):  # died while waiting (killed from outside): start fresh
+            _finish_quietly(proc, workdir)
+            return None
+        return proc, workdir
+
+    def _refill(self) -> None:
+        """Start the child for the next call now, so its start-up overlaps the env's work."""
+        with self._lock:
+            if self._spare and self._spare[2] == os.getpid():
+                return
+            self._spare.clear()
+        started = self._spawn(time.monotonic())
+        if isinstance(started, RunResult):
+            return
+        with self._lock:
+            if self._spare:  # another thread refilled first
+                extra = started
+            else:
+                self._spare.extend([started[0], started[1], os.getpid()])
+                return
+        _finish_quietly(*extra)
 
     # -- internals ------------------------------------------------------------------
     def _run(self, code: str, t0: float) -> RunResult:
         if not isinstance(code, str):
             return RunResult(isolation=self.isolation, error=f"code must be a str, got {type(code).__name__}")
-        started = self._spawn(t0)
+        started = (self._take_spare() if self.prestart else None) or self._spawn(t0)
         if isinstance(started, RunResult):
             return started
         return self._finish(started[0], started[1], code, t0)
@@ -682,6 +742,31 @@ class Sandbox:
             stdout_bytes=counts[out_fd],
             stderr_bytes=counts[err_fd],
         )
+
+
+def _finish_quietly(proc: subprocess.Popen, workdir: str | None) -> None:
+    """Kill an unused child and remove its temp dir."""
+    _kill_group(proc)
+    for f in (proc.stdin, proc.stdout, proc.stderr):
+        try:
+            if f is not None:
+                f.close()
+        except OSError:
+            pass
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL does not take that long
+        pass
+    if workdir:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _drop_spare(spare: list) -> None:
+    if spare:
+        proc, workdir, owner = spare
+        spare.clear()
+        if owner == os.getpid():
+            _finish_quietly(proc, workdir)
 
 
 def _has_exited(pid: int) -> bool:

@@ -363,3 +363,33 @@ def test_tooluse_env_runs_python_tool_calls_end_to_end():
     assert not te and not tr and info["error"] and obs.startswith("Error")
     obs, *_ = env.step(format_tool_call("python", {"code": "print(2 ** 10)"}))
     assert obs == "1024"
+
+
+@pytest.mark.parametrize("isolation", [p.values[0] if hasattr(p, "values") else p for p in MODES])
+def test_prestart_keeps_every_call_isolated(isolation):
+    if isolation == "bwrap" and BWRAP_PROBLEM is not None:
+        pytest.skip(f"bubblewrap unavailable: {BWRAP_PROBLEM}")
+    import copy
+    import pickle
+
+    tool = PythonTool(timeout_s=2, cpu_s=1, isolation=isolation, prestart=True)
+    try:
+        first = tool(code="open('marker', 'w').write('x')\nimport os\nprint(os.path.exists('marker'))")
+        spare = tool.sandbox._spare[0]
+        assert spare.poll() is None, "no child was started ahead of the next call"
+        second = tool(code="import os\nprint(os.path.exists('marker'))")
+        assert (first.text, second.text) == ("True", "False"), "a pre-started child ran two programs"
+        assert spare.poll() is not None, "the spare child was not the one used"
+        # A hostile call does not poison the spare that follows it.
+        assert not tool(code="while True:\n    pass").ok
+        still_works(tool)
+        # Copies (deepcopy, pickle to a worker) start their own children.
+        for clone in (copy.deepcopy(tool), pickle.loads(pickle.dumps(tool))):
+            still_works(clone)
+            clone.close()
+        last = tool.sandbox._spare[0]
+    finally:
+        tool.close()
+    assert tool.sandbox._spare == [] and last.poll() is not None, "close() left the spare child running"
+    still_works(tool)
+    tool.close()
