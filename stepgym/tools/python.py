@@ -60,7 +60,7 @@ class PythonTool:
         isolation: ``"auto"`` (bubblewrap when it works here, else rlimits + guard),
             ``"bwrap"`` (required) or ``"rlimits"``.
         prestart: keep one sandboxed child started ahead of the next call (each child still
-            runs exactly one program), which hides most of the start-up cost (about 4x
+            runs exactly one program), which hides most of the start-up cost (about 2.8x
             faster calls under bwrap, see docs/benchmarks.md); the idle child is killed by
             :meth:`close`, at garbage collection and at exit. The first call starts cold.
 
