@@ -324,6 +324,62 @@ def test_cli_rejects_invalid_values_with_field_and_allowed(name, value, words, c
             assert w.strip("'") in tail, f"{w!r} missing from {tail!r}"
 
 
+def _sft_cli_cases():
+    from steppo.config import SFTConfig, _field_type
+
+    for f in dataclasses.fields(SFTConfig):
+        typ = _field_type(f)
+        if typ in (bool, tuple, str) and not f.metadata.get("choices") or not f.metadata.get("cli", True):
+            continue
+        for value, words in _invalid_values(f):
+            if isinstance(value, (bool, list)) or (isinstance(value, float) and value != value):
+                continue
+            yield pytest.param(f.name, str(value), words, id=f"sft --{f.name}={value}")
+
+
+@pytest.mark.parametrize(("name", "value", "words"), list(_sft_cli_cases()))
+def test_sft_cli_rejects_invalid_values(name, value, words, capsys, tmp_path):
+    from stepgym.cli import main
+
+    flag = "--" + name.replace("_", "-")
+    try:
+        rc = main(["sft", "--out", str(tmp_path / "run"), f"{flag}={value}"])
+    except SystemExit as exc:
+        rc = exc.code
+    err = capsys.readouterr().err
+    assert rc == 2, err[-500:]
+    tail = err[err.rfind("error"):].replace("\n", " ")
+    assert name in tail or flag in tail, tail
+    if words != ["expected"]:
+        for w in words:
+            assert w.strip("'") in tail, f"{w!r} missing from {tail!r}"
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(("argv", "words"), [
+    (["check", "stepgym/ToolUse-v9"], ["ToolUse-v9", "ToolUse-v0"]),
+    (["eval", "--env", "stepgym/ToolUse-v9", "--episodes", "1"], ["ToolUse-v9", "stepgym list"]),
+    (["eval", "--env", "stepgym/ToolUse-v0", "--agent", "nope", "--episodes", "1"], ["nope", "expert"]),
+    (["eval", "--env", "stepgym/ToolUse-v0", "--episodes", "-3"], ["episodes", "-3"]),
+    (["replay", "/nonexistent/run.jsonl"], ["/nonexistent/run.jsonl"]),
+    (["bench", "--env", "nope"], ["nope", "stepgym list"]),
+])
+def test_other_commands_reject_bad_input_cleanly(argv, words, capsys):
+    """Bad input to any command: exit status 2 and a message saying what was wrong, no traceback."""
+    from stepgym.cli import main
+
+    try:
+        rc = main(argv)
+    except SystemExit as exc:
+        rc = exc.code
+    err = capsys.readouterr().err
+    assert rc == 2, err[-800:]
+    assert "Traceback" not in err
+    flat = " ".join(err.split())
+    for w in words:
+        assert w in flat, f"{w!r} missing from {flat[-400:]!r}"
+
+
 @pytest.mark.xfail(reason="cli.py: argparse prints the whole usage before its error line and rich wraps "
                           "long errors at 80 columns; see docs/security.md, Known gaps", strict=False)
 @pytest.mark.parametrize("argv", [["train", "--algo", "nope"], ["train", "--env-kwargs", "{not json"],
