@@ -47,7 +47,7 @@ import tempfile
 import threading
 import time
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from stepgym.errors import DependencyNotInstalled, InvalidArgument
 
@@ -123,6 +123,7 @@ class RunResult:
         isolation: ``"bwrap"`` or ``"rlimits"``: the layers that were in force.
         wall_s: seconds the run took, start-up included.
         error: set when the sandbox itself failed (the code did not run).
+        stdout_bytes / stderr_bytes: bytes the child wrote to each stream (before cutting).
     """
 
     stdout: str = ""
@@ -137,7 +138,6 @@ class RunResult:
     error: str | None = None
     stdout_bytes: int = 0
     stderr_bytes: int = 0
-    extra: dict = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
