@@ -33,14 +33,15 @@ def warm_start(out: str, episodes: int, epochs: int, threads: int) -> str:
     return out
 
 
-def run_one(algo: str, seed: int, init: str, out: str, budget: int, threads: int, lr: float) -> list[dict]:
+def run_one(algo: str, seed: int, init: str, out: str, budget: int, threads: int, lr: float,
+            temperature: float = 1.0) -> list[dict]:
     from steppo.config import make_train_config
     from steppo.trainer import Trainer, read_metrics
 
     group = {"grpo": 4, "rloo": 4, "gspo": 4, "gigpo": 4}.get(algo, 1)
     cfg = make_train_config(dict(
         algo=algo, model="tiny", init=init, env_kwargs=ENV_KW, seed=seed, iterations=100, max_env_steps=budget,
-        episodes_per_iteration=16, group_size=group, num_envs=16, max_new_tokens=48, max_history_turns=2, lr=lr,
+        episodes_per_iteration=16, group_size=group, num_envs=16, max_new_tokens=48, max_history_turns=2, lr=lr, temperature=temperature,
         eval_every=2, eval_episodes=32, out=out, overwrite=True, progress=False, tensorboard=False, save_every=0,
         threads=threads,
     ))
@@ -64,7 +65,8 @@ def main() -> None:
     ap.add_argument("--algos", nargs="+", default=["steppo", "ppo", "grpo"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--budget", type=int, default=480, help="env steps per run")
-    ap.add_argument("--lr", type=float, default=2e-4)
+    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--temperature", type=float, default=0.7, help="rollout sampling temperature")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="runs/compare_algos")
     ap.add_argument("--warm-episodes", type=int, default=512)
@@ -90,7 +92,8 @@ def main() -> None:
             if seed in results.get(algo, {}):
                 continue
             t = time.time()
-            rows = run_one(algo, seed, init, os.path.join(args.out, f"{algo}_s{seed}"), args.budget, args.threads, args.lr)
+            rows = run_one(algo, seed, init, os.path.join(args.out, f"{algo}_s{seed}"), args.budget, args.threads, args.lr,
+                          args.temperature)
             xs, ys = curve(rows)
             res = {"env_steps": xs, "eval_success": ys, "final": ys[-1], "initial": ys[0], "auc": auc(xs, ys),
                    "seconds": time.time() - t, "iterations": max(r["iteration"] for r in rows)}

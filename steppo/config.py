@@ -296,24 +296,27 @@ PRESETS: dict[str, dict[str, Any]] = {
     "demo": {
         "model": "smollm2-135m",
         "env": "stepgym/ToolUse-v0",
-        "env_kwargs": {"difficulty": "easy"},
+        # the compact observation (short tool list) keeps prompts ~150 tokens: 3x cheaper on CPU
+        "env_kwargs": {"difficulty": "easy", "tools": ["lookup"], "compact": True},
         "algo": "steppo",
-        "iterations": 4,
+        "iterations": 3,
         "episodes_per_iteration": 8,
         "num_envs": 8,
-        "max_new_tokens": 48,
+        "max_new_tokens": 40,
         "max_history_turns": 2,
-        "lr": 2e-5,
+        "lr": 1e-5,
         "critic_lr": 1e-3,
         "epochs": 1,
-        "minibatch_size": 16,
+        "minibatch_size": 8,
         "train_layers": 4,
         "eval_every": 0,
-        "eval_episodes": 8,
+        "eval_episodes": 16,
         "save_every": 0,
         "temperature": 0.7,
         "out": "runs/demo",
         "sft_episodes": 16,
+        "sft_epochs": 2,
+        "sft_lr": 1e-4,
     },
     # A quick tiny-model run (tests, CI, laptops).
     "tiny": {
@@ -329,7 +332,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 #: Preset keys that are not config fields (handled by the train command itself).
-PRESET_EXTRAS: tuple[str, ...] = ("sft_episodes",)
+PRESET_EXTRAS: tuple[str, ...] = ("sft_episodes", "sft_epochs", "sft_lr")
 
 
 def _all_fields(classes: tuple[type, ...]) -> dict[str, dataclasses.Field]:
