@@ -155,6 +155,7 @@ class WordleEnv(StepEnv):
         self.max_guesses = max_guesses
         self.strict = bool(strict)
         self.show_letters = bool(show_letters)
+        self._left_text = tuple(f"Guesses left: {n}." for n in range(max_guesses + 1))
         self._answers = load_words("answers")
         self._allowed = _guess_set()
         self._answer = ""
@@ -172,7 +173,7 @@ class WordleEnv(StepEnv):
     def _board(self) -> str:
         # Built incrementally (one line per guess, letter sets updated in _step): a step costs
         # the new guess only, not the whole history.
-        tail = f"Guesses left: {self.max_guesses - len(self._history)}."
+        tail = self._left_text[self.max_guesses - len(self._history)]
         if self.show_letters and self._history:
             absent = self._absent - self._present
             tail = (
@@ -223,6 +224,9 @@ class WordleEnv(StepEnv):
             self._absent |= set(word) - present
         left = self.max_guesses - len(history)
         info: dict[str, Any] = {"guesses_left": left, "feedback": fb}
+        if fb != "GGGGG" and left and not self.show_letters:
+            # The common step: no summary line, the game goes on.
+            return StepResult(observation=self._lines + self._left_text[left], info=info)
         if fb == "GGGGG":
             return StepResult(
                 observation=self._board() + f"\nSolved: the word is {self._answer.upper()}.",
