@@ -348,6 +348,11 @@ def _interpreter() -> str:
     return os.path.realpath(exe)
 
 
+def _prefixes() -> list[str]:
+    """The Python installation the sandbox needs to see (read-only)."""
+    return sorted({os.path.realpath(sys.base_prefix), os.path.realpath(os.path.dirname(os.path.dirname(_interpreter())))})
+
+
 def _nobody() -> tuple[int, int]:
     try:
         pw = pwd.getpwnam("nobody")
@@ -389,16 +394,24 @@ def _reachable_by_other(path: str) -> bool:
     return True
 
 
-def _bwrap_argv(bwrap: str, as_root: bool, tmp_bytes: int) -> list[str]:
-    """The bubblewrap command line: namespaces, a read-only system view, private /tmp."""
+def _bwrap_argv(bwrap: str, privileged: bool, tmp_bytes: int) -> list[str]:
+    """The bubblewrap command line: namespaces, a read-only system view, private /tmp.
+
+    ``privileged``: bwrap runs as root (see :func:`_bwrap_mode`); otherwise it runs as an
+    ordinary user and builds its namespaces from a user namespace.
+    """
     argv = [bwrap]
-    if as_root:
+    if privileged:
         # No user namespace: the bootstrap keeps CAP_SETUID/SETGID just long enough to
         # become nobody, so RLIMIT_NPROC applies (uid 0 is exempt from it).
         argv += ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try",
                  "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
     else:
         argv += ["--unshare-all"]
+        if _bwrap_supports(bwrap, "--disable-userns"):
+            # No nested user namespaces: they would hand the code a namespace root with
+            # every capability, which is kernel attack surface.
+            argv += ["--unshare-user", "--disable-userns"]
     argv += ["--die-with-parent", "--new-session", "--hostname", "sandbox"]
     argv += ["--ro-bind", "/usr", "/usr"]
     for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
@@ -410,8 +423,7 @@ def _bwrap_argv(bwrap: str, as_root: bool, tmp_bytes: int) -> list[str]:
     for f in ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/localtime"):
         argv += ["--ro-bind-try", f, f]
     made: set[str] = {"/", "/usr", "/tmp", "/proc", "/dev", "/etc"}
-    prefixes = sorted({os.path.realpath(sys.base_prefix), os.path.realpath(os.path.dirname(os.path.dirname(_interpreter())))})
-    for prefix in prefixes:
+    for prefix in _prefixes():
         if prefix == "/usr" or prefix.startswith("/usr/"):
             continue
         # Parent dirs the sandbox creates must be traversable by nobody (default 0700).
@@ -430,6 +442,20 @@ def _bwrap_argv(bwrap: str, as_root: bool, tmp_bytes: int) -> list[str]:
     return argv
 
 
+_HELP_CACHE: dict[str, str] = {}
+
+
+def _bwrap_supports(bwrap: str, option: str) -> bool:
+    """Whether this bubblewrap knows ``option`` (older releases lack some)."""
+    if bwrap not in _HELP_CACHE:
+        try:
+            r = subprocess.run([bwrap, "--help"], capture_output=True, timeout=10, stdin=subprocess.DEVNULL)
+            _HELP_CACHE[bwrap] = (r.stdout + r.stderr).decode(errors="replace")
+        except (OSError, subprocess.SubprocessError):
+            _HELP_CACHE[bwrap] = ""
+    return option in _HELP_CACHE[bwrap]
+
+
 def _clean_env(home: str) -> dict[str, str]:
     """The only environment the child sees: nothing inherited (no tokens, no proxies)."""
     return {
@@ -444,7 +470,7 @@ def _clean_env(home: str) -> dict[str, str]:
 
 
 _PROBE_LOCK = threading.Lock()
-_PROBE: dict[bool, str | None] = {}
+_PROBE: dict[int, tuple[str, str | None]] = {}
 
 
 def bwrap_available() -> bool:
@@ -461,24 +487,55 @@ def bwrap_available() -> bool:
     return _bwrap_problem() is None
 
 
-def _bwrap_problem() -> str | None:
-    as_root = os.geteuid() == 0
+def _probe(mode: str) -> str | None:
+    """Run ``print('ok')`` in a real sandbox of ``mode``; ``None`` when it works."""
+    exe = shutil.which("bwrap")
+    if exe is None:
+        return f"bwrap is not installed (Debian/Ubuntu: {_BWRAP_APT})"
+    argv = _bwrap_argv(exe, mode == "privileged", 1 << 20) + [_interpreter(), "-I", "-S", "-B", "-c", "print('ok')"]
+    user: dict = {}
+    if mode == "nobody":
+        uid, gid = _nobody()
+        user = {"user": uid, "group": gid, "extra_groups": []}
+    try:
+        r = subprocess.run(argv, capture_output=True, timeout=20, stdin=subprocess.DEVNULL, cwd="/", **user)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"bwrap cannot start a sandbox here: {exc}"
+    if r.returncode == 0 and r.stdout.strip() == b"ok":
+        return None
+    return f"bwrap cannot start a sandbox here: {r.stderr.decode(errors='replace').strip()[:300]}"
+
+
+def _bwrap_mode() -> tuple[str, str | None]:
+    """How bubblewrap runs here, and what stops it (cached per process).
+
+    * ``"user"``: not root; unprivileged bwrap (user namespace, no nested ones).
+    * ``"nobody"``: root, and ``nobody`` can run the interpreter: bwrap is started as
+      ``nobody`` and runs unprivileged, exactly as for an ordinary user.
+    * ``"privileged"``: root, and the interpreter is not reachable by ``nobody`` (e.g.
+      pyenv under ``/root``): bwrap runs as root without a user namespace and the child
+      drops to ``nobody`` itself before running any code (``RLIMIT_NPROC`` does not bind
+      uid 0); nested user namespaces stay possible (kernel attack surface).
+    """
+    key = os.geteuid()
     with _PROBE_LOCK:
-        if as_root in _PROBE:
-            return _PROBE[as_root]
-        exe = shutil.which("bwrap")
-        if exe is None:
-            problem: str | None = f"bwrap is not installed (Debian/Ubuntu: {_BWRAP_APT})"
+        if key in _PROBE:
+            return _PROBE[key]
+        if key != 0:
+            result = ("user", _probe("user"))
         else:
-            argv = _bwrap_argv(exe, as_root, 1 << 20) + [_interpreter(), "-I", "-S", "-B", "-c", "print('ok')"]
-            try:
-                r = subprocess.run(argv, capture_output=True, timeout=20, stdin=subprocess.DEVNULL)
-                ok = r.returncode == 0 and r.stdout.strip() == b"ok"
-                problem = None if ok else f"bwrap cannot start a sandbox here: {r.stderr.decode(errors='replace').strip()[:300]}"
-            except (OSError, subprocess.SubprocessError) as exc:
-                problem = f"bwrap cannot start a sandbox here: {exc}"
-        _PROBE[as_root] = problem
-        return problem
+            result = ("privileged", None)
+            if all(_reachable_by_other(p) for p in [_interpreter(), *_stdlib_roots(), *_prefixes()]):
+                if _probe("nobody") is None:
+                    result = ("nobody", None)
+            if result[0] == "privileged":
+                result = ("privileged", _probe("privileged"))
+        _PROBE[key] = result
+        return result
+
+
+def _bwrap_problem() -> str | None:
+    return _bwrap_mode()[1]
 
 
 class Sandbox:
@@ -514,6 +571,7 @@ class Sandbox:
         elif isolation == "auto":
             isolation = "bwrap" if _bwrap_problem() is None else "rlimits"
         self.isolation = isolation
+        self._bwrap_mode = _bwrap_mode()[0] if isolation == "bwrap" else ""
         self._python = _interpreter()
         self._as_root = os.geteuid() == 0
         self._nobody = _nobody()
@@ -606,15 +664,21 @@ class Sandbox:
         workdir: str | None = None
         uid = gid = None
         if self.isolation == "bwrap":
-            if self._as_root:
-                uid, gid = self._nobody
-            runner_uid = uid if uid is not None else os.getuid()
-            argv = _bwrap_argv(shutil.which("bwrap") or "bwrap", self._as_root, 4 * lim.file_mb << 20)
+            popen_user: dict = {}
+            privileged = self._bwrap_mode == "privileged"
+            if privileged:
+                uid, gid = self._nobody  # the child drops to nobody itself
+                runner_uid = uid
+            elif self._bwrap_mode == "nobody":
+                popen_user = {"user": self._nobody[0], "group": self._nobody[1], "extra_groups": []}
+                runner_uid = self._nobody[0]
+            else:
+                runner_uid = os.getuid()
+            argv = _bwrap_argv(shutil.which("bwrap") or "bwrap", privileged, 4 * lim.file_mb << 20)
             cwd, env, guard = "/", None, False
             real_wd = ""
             read_roots: list[str] = []
             write_roots: list[str] = []
-            popen_user: dict = {}
         else:
             workdir = tempfile.mkdtemp(prefix="stepgym-sandbox-")
             if self._drop_in_rlimits:
