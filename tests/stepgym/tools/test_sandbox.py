@@ -393,3 +393,37 @@ def test_prestart_keeps_every_call_isolated(isolation):
     assert tool.sandbox._spare == [] and last.poll() is not None, "close() left the spare child running"
     still_works(tool)
     tool.close()
+
+
+def test_root_runs_bwrap_as_nobody_when_nobody_reaches_the_interpreter(monkeypatch):
+    """The containers-as-root path: bwrap itself runs as nobody, no nested user namespaces."""
+    import json
+    import shutil
+    import subprocess
+
+    import stepgym.tools.sandbox as sb
+
+    system_python = shutil.which("python3", path="/usr/bin:/usr/local/bin")
+    if os.geteuid() != 0 or BWRAP_PROBLEM is not None or system_python is None:
+        pytest.skip("needs root, working bubblewrap and a system python3 (this path is for containers run as root)")
+    paths = json.loads(subprocess.run(
+        [system_python, "-I", "-S", "-c",
+         "import sys, sysconfig, json; p = sysconfig.get_paths(); "
+         "print(json.dumps([sys.base_prefix, p['stdlib'], p['platstdlib']]))"],
+        capture_output=True, text=True, check=True).stdout)
+    monkeypatch.setattr(sb, "_interpreter", lambda: os.path.realpath(system_python))
+    monkeypatch.setattr(sb, "_prefixes", lambda: [os.path.realpath(paths[0])])
+    monkeypatch.setattr(sb, "_stdlib_roots", lambda: sorted({os.path.realpath(p) for p in paths[1:]}))
+    monkeypatch.setattr(sb, "_PROBE", {})
+    if not all(sb._reachable_by_other(p) for p in [sb._interpreter(), *sb._stdlib_roots()]):
+        pytest.skip(f"{system_python} is not reachable by nobody here")
+    box = Sandbox(Limits(wall_s=3, cpu_s=1, memory_mb=256), isolation="bwrap")
+    assert box._bwrap_mode == "nobody"
+    assert box.run("import os\nprint(os.getuid())").stdout.strip() == str(sb._nobody()[0])
+    bomb = box.run("import os\nwhile True:\n    os.fork()")
+    assert not bomb.ok and "BlockingIOError" in bomb.stderr
+    if shutil.which("unshare", path="/usr/bin:/bin"):
+        nested = box.run("import subprocess\nr = subprocess.run(['unshare', '-U', '-r', 'id'], capture_output=True)\n"
+                         "print(r.returncode)")
+        assert nested.stdout.strip() not in ("", "0"), "a nested user namespace was created"
+    assert not box.run("print(open('/etc/shadow').read())").ok
