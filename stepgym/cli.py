@@ -19,8 +19,15 @@ from stepgym.errors import StepgymError
 COMMANDS: tuple[str, ...] = ("list", "play", "check", "eval", "train", "sft", "serve", "replay", "bench")
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments get one line (what is wrong, where to look), not the whole usage."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="stepgym",
         description="Text environments for LLM agents, and the StepPO trainer.",
     )
@@ -56,7 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from rich.markup import escape
 
         # escape: messages quote pip commands such as "stepgym[train]", which are not markup.
-        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, highlight=False)
+        # soft_wrap: one error is one line, also when stderr is a file or a pipe.
+        Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, highlight=False)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -380,8 +380,6 @@ def test_other_commands_reject_bad_input_cleanly(argv, words, capsys):
         assert w in flat, f"{w!r} missing from {flat[-400:]!r}"
 
 
-@pytest.mark.xfail(reason="cli.py: argparse prints the whole usage before its error line and rich wraps "
-                          "long errors at 80 columns; see docs/security.md, Known gaps", strict=False)
 @pytest.mark.parametrize("argv", [["train", "--algo", "nope"], ["train", "--env-kwargs", "{not json"],
                                   ["train", "--iterations", "abc"]])
 def test_cli_errors_are_exactly_one_line(argv, capsys):
