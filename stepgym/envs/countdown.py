@@ -245,7 +245,7 @@ class CountdownEnv(StepEnv):
     def _generate(self) -> None:
         rng = self.np_random
         k = self.num_numbers
-        while True:
+        for _attempt in range(10_000):
             nums = (rng.integers(1, self.max_number + 1, size=k)).tolist()
             u = rng.random(4 * k).tolist()
             pool: list[tuple[int, str]] = [(x, str(x)) for x in nums]
@@ -276,6 +276,10 @@ class CountdownEnv(StepEnv):
             value, expr = pool[0]
             if 1 <= value <= self.max_target and value not in nums:
                 break
+        else:
+            raise InvalidConfig(
+                "max_target", self.max_target, "a range that admits targets (raise max_target or max_number)"
+            )
         if expr.startswith("(") and expr.endswith(")") and _balanced_inside(expr):
             expr = expr[1:-1]
         self.numbers, self.target, self._solution = nums, value, expr
