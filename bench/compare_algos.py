@@ -22,26 +22,30 @@ import time
 ENV_KW = {"difficulty": "easy", "tools": ["lookup"], "compact": True}
 
 
-def warm_start(out: str, episodes: int, epochs: int, threads: int) -> str:
+def warm_start(out: str, episodes: int, epochs: int, threads: int, env: str, env_kw: dict, stop: tuple,
+               batch_size: int = 16) -> str:
     from steppo.config import SFTConfig
     from steppo.sft import run_sft
 
     if os.path.isdir(os.path.join(out, "policy")):
         return out
-    run_sft(SFTConfig(model="tiny", env_kwargs=ENV_KW, episodes=episodes, epochs=epochs, lr=3e-3, batch_size=16,
-                      max_history_turns=2, out=out, progress=False, threads=threads))
+    run_sft(SFTConfig(model="tiny", env=env, env_kwargs=env_kw, episodes=episodes, epochs=epochs, lr=3e-3,
+                      batch_size=batch_size, max_history_turns=2, out=out, progress=False, threads=threads,
+                      stop_strings=stop))
     return out
 
 
 def run_one(algo: str, seed: int, init: str, out: str, budget: int, threads: int, lr: float,
-            temperature: float = 1.0) -> list[dict]:
+            temperature: float = 1.0, env: str = "stepgym/ToolUse-v0", env_kw: dict | None = None,
+            stop: tuple = ("</tool_call>",), max_new: int = 48, episodes: int = 16) -> list[dict]:
     from steppo.config import make_train_config
     from steppo.trainer import Trainer, read_metrics
 
     group = {"grpo": 4, "rloo": 4, "gspo": 4, "gigpo": 4}.get(algo, 1)
     cfg = make_train_config(dict(
-        algo=algo, model="tiny", init=init, env_kwargs=ENV_KW, seed=seed, iterations=100, max_env_steps=budget,
-        episodes_per_iteration=16, group_size=group, num_envs=16, max_new_tokens=48, max_history_turns=2, lr=lr, temperature=temperature,
+        algo=algo, model="tiny", init=init, env=env, env_kwargs=ENV_KW if env_kw is None else env_kw, seed=seed,
+        iterations=100, max_env_steps=budget, stop_strings=stop,
+        episodes_per_iteration=episodes, group_size=group, num_envs=16, max_new_tokens=max_new, max_history_turns=2, lr=lr, temperature=temperature,
         eval_every=2, eval_episodes=32, out=out, overwrite=True, progress=False, tensorboard=False, save_every=0,
         threads=threads,
     ))
@@ -72,6 +76,12 @@ def main() -> None:
     ap.add_argument("--warm-episodes", type=int, default=512)
     ap.add_argument("--warm-epochs", type=int, default=10)
     ap.add_argument("--png", default="docs/img/compare_algos.png")
+    ap.add_argument("--env", default="stepgym/ToolUse-v0")
+    ap.add_argument("--env-kwargs", default=json.dumps(ENV_KW))
+    ap.add_argument("--stop-strings", nargs="*", default=["</tool_call>"])
+    ap.add_argument("--max-new-tokens", type=int, default=48)
+    ap.add_argument("--episodes-per-iteration", type=int, default=16)
+    ap.add_argument("--warm-batch-size", type=int, default=16)
     args = ap.parse_args()
     import torch
 
@@ -80,7 +90,10 @@ def main() -> None:
 
     os.makedirs(args.out, exist_ok=True)
     t0 = time.time()
-    init = warm_start(os.path.join(args.out, "warm"), args.warm_episodes, args.warm_epochs, args.threads)
+    env_kw = json.loads(args.env_kwargs)
+    stop = tuple(args.stop_strings)
+    init = warm_start(os.path.join(args.out, "warm"), args.warm_episodes, args.warm_epochs, args.threads, args.env,
+                      env_kw, stop, args.warm_batch_size)
     print(f"warm start ready ({time.time() - t0:.0f}s)", flush=True)
     results: dict[str, dict[int, dict]] = {}
     path = os.path.join(args.out, "results.json")
@@ -93,7 +106,7 @@ def main() -> None:
                 continue
             t = time.time()
             rows = run_one(algo, seed, init, os.path.join(args.out, f"{algo}_s{seed}"), args.budget, args.threads, args.lr,
-                          args.temperature)
+                          args.temperature, args.env, env_kw, stop, args.max_new_tokens, args.episodes_per_iteration)
             xs, ys = curve(rows)
             res = {"env_steps": xs, "eval_success": ys, "final": ys[-1], "initial": ys[0], "auc": auc(xs, ys),
                    "seconds": time.time() - t, "iterations": max(r["iteration"] for r in rows)}
@@ -133,7 +146,7 @@ def main() -> None:
                         label=algo if j == 0 else None)
     ax.set_xlabel("env steps")
     ax.set_ylabel("held-out success (greedy)")
-    ax.set_title("ToolUse-v0 easy, tiny model, same warm start")
+    ax.set_title(f"{args.env.split(':')[-1]}, tiny model, same warm start", fontsize=9)
     ax.legend()
     fig.tight_layout()
     os.makedirs(os.path.dirname(args.png) or ".", exist_ok=True)

@@ -297,7 +297,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "model": "smollm2-135m",
         "env": "stepgym/ToolUse-v0",
         # the compact observation (short tool list) keeps prompts ~150 tokens: 3x cheaper on CPU
-        "env_kwargs": {"difficulty": "easy", "tools": ["lookup"], "compact": True},
+        # max_steps=4: failing episodes end early instead of burning 10 generations each
+        "env_kwargs": {"difficulty": "easy", "tools": ["lookup"], "compact": True, "max_steps": 4},
         "algo": "steppo",
         "iterations": 3,
         "episodes_per_iteration": 8,
@@ -310,13 +311,13 @@ PRESETS: dict[str, dict[str, Any]] = {
         "minibatch_size": 8,
         "train_layers": 4,
         "eval_every": 0,
-        "eval_episodes": 16,
+        "eval_episodes": 8,
         "save_every": 0,
         "temperature": 0.7,
         "out": "runs/demo",
-        "sft_episodes": 16,
-        "sft_epochs": 2,
-        "sft_lr": 1e-4,
+        "sft_episodes": 32,
+        "sft_epochs": 3,
+        "sft_lr": 3e-4,
     },
     # A quick tiny-model run (tests, CI, laptops).
     "tiny": {

@@ -43,6 +43,9 @@ def run(args: argparse.Namespace) -> int:
     from stepgym.registration import resolve_env_id
 
     resolve_env_id(cfg.env)  # a typo fails here, before torch loads
+    if os.path.exists(os.path.join(cfg.out, "metrics.jsonl")) and not (cfg.resume or cfg.overwrite):
+        raise InvalidConfig("out", cfg.out, "an empty or new directory: it already holds a run "
+                            "(pass --resume to continue it, or --overwrite to start over)")
 
     import torch  # noqa: F401  (heavy imports only once the options are valid)
 
@@ -62,9 +65,6 @@ def run(args: argparse.Namespace) -> int:
                              lr=float(preset.get("sft_lr", 1e-4 if cfg.model != "tiny" else 1e-3)),
                              train_layers=cfg.train_layers, micro_batch_size=cfg.micro_batch_size,
                              device=cfg.device, dtype=cfg.dtype, threads=cfg.threads, progress=cfg.progress)
-            if os.path.exists(os.path.join(cfg.out, "metrics.jsonl")) and not (cfg.resume or cfg.overwrite):
-                raise InvalidConfig("out", cfg.out, "an empty or new directory: it already holds a run "
-                                    "(pass --resume to continue it, or --overwrite to start over)")
             console.print(f"[bold]warm start[/]: behaviour cloning {sft_episodes} expert episodes -> {sft_dir}")
             run_sft(scfg, console)
         cfg.init = sft_dir

@@ -17,8 +17,8 @@ TOY = "tests.steppo.toy:steppotest/Boxes-v0"
 
 
 def _cfg(out, **kw):
-    base = dict(model="tiny", env=TOY, env_kwargs={}, stop_strings=(), max_new_tokens=6, episodes_per_iteration=8,
-                num_envs=8, eval_episodes=8, eval_every=0, out=str(out), progress=False, tensorboard=False,
+    base = dict(model="tiny", env=TOY, env_kwargs={}, stop_strings=(), max_new_tokens=6, episodes_per_iteration=4,
+                num_envs=4, eval_episodes=4, eval_every=0, out=str(out), progress=False, tensorboard=False,
                 threads=1, lr=3e-4, save_every=1)
     base.update(kw)
     if base.get("algo") in ("grpo", "rloo", "gspo", "gigpo", "reinforce_pp"):
