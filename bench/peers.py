@@ -57,6 +57,23 @@ def _offline_nltk() -> None:
     nltk.pos_tag = lambda tokens, *a, **k: [(t, "NN") for t in tokens]
 
 
+class PeerMissing(Exception):
+    """A framework that cannot be imported here; the table says so instead of timing it."""
+
+    def __init__(self, framework: str, exc: BaseException) -> None:
+        self.framework = framework
+        super().__init__(f"{type(exc).__name__}: {exc}")
+
+
+def _import(framework: str, module: str) -> Any:
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except Exception as exc:  # ImportError, or a peer failing at import time
+        raise PeerMissing(framework, exc) from exc
+
+
 # -- timing harness -------------------------------------------------------------------------
 
 
@@ -166,7 +183,7 @@ def stepgym_aec_runner(label: str, game: str) -> Runner:
 
 
 def gem_runner(label: str, env_id: str, **kwargs: Any) -> Runner:
-    import gem
+    gem = _import("GEM", "gem")
 
     def step(env: Any, a: str) -> bool:
         _, _, term, trunc, _ = env.step(a)
@@ -186,7 +203,7 @@ def _gem_parts(env_id: str) -> tuple[Callable[[], Any], Callable[[Any, int], Any
 
 def textarena_runner(label: str, env_id: str, players: int = 1, fmt: Callable[[str], str] | None = None,
                      **kwargs: Any) -> Runner:
-    import textarena as ta
+    ta = _import("TextArena", "textarena")
 
     def reset(env: Any, s: int) -> None:
         env.reset(num_players=players, seed=s)
@@ -271,7 +288,9 @@ def main(argv: list[str] | None = None) -> int:
                 runner = mk()
                 entries.append({"runner": runner, "env": runner.make(), "resets": [], "steps": [], "error": None})
             except Exception as exc:  # a peer that cannot even be imported or built
-                rows.append((game, "?", "n/a", "n/a", f"{type(exc).__name__}: {exc}".splitlines()[0][:120]))
+                framework = exc.framework if isinstance(exc, PeerMissing) else "?"
+                why = str(exc) if isinstance(exc, PeerMissing) else f"{type(exc).__name__}: {exc}"
+                rows.append((game, framework, "n/a", "n/a", "not available here: " + why.splitlines()[0][:120]))
         per_round = max(1, args.episodes // args.rounds)
         for rnd in range(args.rounds):
             for e in entries:
