@@ -7,8 +7,9 @@ is solvable. Generation is a few hundred integer operations on a flat grid, well
 millisecond for the default 7x7 room with 2 boxes.
 
 The expert is a solver: A* over box pushes (edge cost = walk length + 1, an admissible
-push-distance heuristic, so plans are move-optimal), with dead squares pruned. The plan is
-cached and recomputed only when the agent leaves it.
+push-distance heuristic, so plans are move-optimal; big levels fall back to a push-optimal
+search), with dead squares pruned. The plan is cached and recomputed only when the agent
+leaves it.
 
 Example:
     >>> import gymnasium as gym, stepgym
@@ -111,28 +112,48 @@ def _path(seen: dict[int, tuple[int, int]], goal: int) -> list[int]:
     return moves
 
 
+#: Expansions of the move-optimal search before the expert falls back to the push search.
+_MOVE_SEARCH_STATES = 20_000
+_BUDGET = object()  # sentinel: the search ran out of budget (the level may still be solvable)
+
+
 def solve_sokoban(
     walls: bytearray, width: int, targets: frozenset[int], boxes: frozenset[int], player: int, max_states: int = 200_000
 ) -> list[int] | None:
-    """A move-optimal solution as a list of move indices into ``DIRECTIONS``, or ``None``.
+    """A solution as a list of move indices into ``DIRECTIONS``, or ``None``.
 
-    A* over push states ``(boxes, player after the push)``; the cost of a push is the walk to
-    the box plus one, and the heuristic is the sum of each box's push distance to its nearest
-    target (consistent: one move changes it by at most one), so the first solution found is
-    move-optimal. Dead squares (cells from which no target is reachable) are never pushed into.
+    First A* over push states ``(boxes, player after the push)``: the cost of a push is the
+    walk to the box plus one, and the heuristic is the sum of each box's push distance to its
+    nearest target (consistent: one move changes it by at most one), so the solution is
+    move-optimal. When that search needs more than 20,000 expansions (big rooms with 3-4
+    boxes), a second A* counts pushes only and merges states whose player positions reach the
+    same region, which explores far fewer states; its solutions are push-optimal. Dead
+    squares (cells from which no target is reachable) are never pushed into.
 
     Args:
         walls: flat grid, 1 for a wall; the border must be walls.
         width: row length of the flat grid.
         targets / boxes: flat cell indices.
         player: flat index of the player.
-        max_states: give up (return ``None``) after expanding this many states.
+        max_states: give up (return ``None``) after expanding this many states in total.
 
     Example:
         >>> walls, width, targets, boxes, player = parse_level("#####\\n#@$.#\\n#####")
         >>> [DIRECTIONS[k] for k in solve_sokoban(walls, width, targets, boxes, player)]
         ['right']
     """
+    first = min(max_states, _MOVE_SEARCH_STATES)
+    moves = _search(walls, width, targets, boxes, player, first, pushes_only=False)
+    if moves is _BUDGET and max_states > first:
+        moves = _search(walls, width, targets, boxes, player, max_states - first, pushes_only=True)
+    return None if moves is _BUDGET else moves  # type: ignore[return-value]
+
+
+def _search(
+    walls: bytearray, width: int, targets: frozenset[int], boxes: frozenset[int], player: int, max_states: int,
+    pushes_only: bool,
+) -> list[int] | None | object:
+    """A* behind :func:`solve_sokoban`; returns moves, None (unsolvable) or ``_BUDGET``."""
     if boxes <= targets:
         return []
     pdist = _push_distances(walls, width, targets)
@@ -142,6 +163,7 @@ def solve_sokoban(
     start = (boxes, player)
     best: dict[tuple[frozenset[int], int], int] = {start: 0}
     parent: dict[tuple[frozenset[int], int], tuple[tuple[frozenset[int], int], int, int]] = {}
+    closed: set[tuple[frozenset[int], int]] = set()
     counter = 0
     h0 = sum(pdist[b] for b in boxes)
     heap: list[tuple[int, int, int, tuple[frozenset[int], int]]] = [(h0, 0, 0, start)]
@@ -163,10 +185,16 @@ def solve_sokoban(
                 moves.extend(_path(_walk(walls, width, pbx, ppl), stand))
                 moves.append(k)
             return moves
+        reach = _walk(walls, width, bx, pl)
+        if pushes_only:
+            # Player positions that reach the same region are the same state for pushes.
+            key = (bx, min(reach))
+            if key in closed:
+                continue
+            closed.add(key)
         expanded += 1
         if expanded > max_states:
-            return None
-        reach = _walk(walls, width, bx, pl)
+            return _BUDGET
         # distances from the BFS tree, computed lazily per reached cell
         dist: dict[int, int] = {pl: 0}
         for b in bx:
@@ -176,11 +204,15 @@ def solve_sokoban(
                 dest = b + d
                 if stand not in reach or walls[dest] or dest in bx or pdist[dest] >= _UNREACHABLE:
                     continue
-                if stand not in dist:
-                    dist[stand] = len(_path(reach, stand))
+                if pushes_only:
+                    step_cost = 1
+                else:
+                    if stand not in dist:
+                        dist[stand] = len(_path(reach, stand))
+                    step_cost = dist[stand] + 1
                 nb = (bx - {b}) | {dest}
                 nstate = (nb, b)
-                ncost = cost + dist[stand] + 1
+                ncost = cost + step_cost
                 if ncost < best.get(nstate, 1 << 30):
                     best[nstate] = ncost
                     parent[nstate] = (state, stand, k)
