@@ -131,3 +131,19 @@ def test_doctests(module):
 
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_push_search_fallback_finds_valid_plans(monkeypatch):
+    import stepgym.envs.sokoban as sokoban
+
+    monkeypatch.setattr(sokoban, "_MOVE_SEARCH_STATES", 1)  # force the fallback search
+    env = SokobanEnv(width=9, height=9, num_boxes=3, max_steps=200)
+    for seed in range(5):
+        env.reset(seed=seed)
+        optimal = len(sokoban._search(env._walls, env._w, env._targets, frozenset(env._boxes), env._player,
+                                      10**6, pushes_only=False))
+        moves = solve_sokoban(env._walls, env._w, env._targets, frozenset(env._boxes), env._player)
+        assert moves is not None and len(moves) >= optimal
+        for m in moves:
+            _, _, term, _, info = env.step(DIRECTIONS[m])
+        assert term and info["success"]
