@@ -300,7 +300,8 @@ class NegotiationEnv(StepEnv):
 
     def __init__(self, n_items: int = 3, max_rounds: int = 6, **kwargs: Any) -> None:
         _validate(n_items, max_rounds)
-        kwargs.setdefault("max_steps", max_rounds)
+        if kwargs.get("max_steps") is None:
+            kwargs["max_steps"] = max_rounds
         super().__init__(**kwargs)
         self.n_items, self.max_rounds = n_items, max_rounds
         self.game: NegotiationGame | None = None
