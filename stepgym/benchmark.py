@@ -91,16 +91,17 @@ def summarize(reps: list[dict[str, list[float]]]) -> dict[str, float]:
 
 
 def import_times(repeats: int) -> tuple[float, float]:
-    """Seconds for ``import gymnasium`` and for ``import gymnasium; import stepgym`` in fresh interpreters."""
+    """Seconds for ``import gymnasium`` and for ``import gymnasium; import stepgym`` in fresh interpreters.
 
-    def t(code: str) -> float:
-        vals = []
-        for _ in range(repeats):
+    The two are interleaved (so machine load hits both alike) and the median of each is kept.
+    """
+    codes = ("import gymnasium", "import gymnasium; import stepgym")
+    vals: tuple[list[float], list[float]] = ([], [])
+    for _ in range(repeats):
+        for i, code in enumerate(codes):
             out = subprocess.run(
                 [sys.executable, "-c", f"import time; t=time.perf_counter(); {code}; print(time.perf_counter()-t)"],
                 capture_output=True, text=True, check=True,
             )
-            vals.append(float(out.stdout))
-        return statistics.median(vals)
-
-    return t("import gymnasium"), t("import gymnasium; import stepgym")
+            vals[i].append(float(out.stdout))
+    return statistics.median(vals[0]), statistics.median(vals[1])

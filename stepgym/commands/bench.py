@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
             rows.append((env_id, f"error: {type(exc).__name__}: {exc}", {}))
             continue
         rows.append((env_id, "", summarize(reps)))
-    imports = None if args.no_import else import_times(max(3, args.repeats))
+    imports = None if args.no_import else import_times(max(11, 2 * args.repeats + 1))
     if args.markdown:
         print("| env | call | median µs |\n|---|---|---:|")
         for env_id, err, med in rows:

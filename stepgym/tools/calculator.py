@@ -160,7 +160,10 @@ def safe_eval(expression: str) -> int | float:
     if len(expression) > MAX_EXPR_CHARS:
         raise CalculatorError(f"expression longer than {MAX_EXPR_CHARS} characters")
     # "1,000" is a thousands separator; "max(3, 9)" keeps its commas.
-    expr = _THOUSANDS_RE.sub("", expression).replace("^", "**").replace("×", "*").strip()
+    expr = _THOUSANDS_RE.sub("", expression) if "," in expression else expression
+    if "^" in expr or "×" in expr:
+        expr = expr.replace("^", "**").replace("×", "*")
+    expr = expr.strip()
     toks: list[tuple[str, str]] = []
     pos = 0
     for m in _TOKEN_RE.finditer(expr):
