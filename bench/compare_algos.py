@@ -37,7 +37,8 @@ def warm_start(out: str, episodes: int, epochs: int, threads: int, env: str, env
 
 def run_one(algo: str, seed: int, init: str, out: str, budget: int, threads: int, lr: float,
             temperature: float = 1.0, env: str = "stepgym/ToolUse-v0", env_kw: dict | None = None,
-            stop: tuple = ("</tool_call>",), max_new: int = 48, episodes: int = 16) -> list[dict]:
+            stop: tuple = ("</tool_call>",), max_new: int = 48, episodes: int = 16,
+            eval_temperature: float = 0.0) -> list[dict]:
     from steppo.config import make_train_config
     from steppo.trainer import Trainer, read_metrics
 
@@ -46,7 +47,7 @@ def run_one(algo: str, seed: int, init: str, out: str, budget: int, threads: int
         algo=algo, model="tiny", init=init, env=env, env_kwargs=ENV_KW if env_kw is None else env_kw, seed=seed,
         iterations=100, max_env_steps=budget, stop_strings=stop,
         episodes_per_iteration=episodes, group_size=group, num_envs=16, max_new_tokens=max_new, max_history_turns=2, lr=lr, temperature=temperature,
-        eval_every=2, eval_episodes=32, out=out, overwrite=True, progress=False, tensorboard=False, save_every=0,
+        eval_every=2, eval_episodes=32 if eval_temperature == 0 else 64, eval_temperature=eval_temperature, out=out, overwrite=True, progress=False, tensorboard=False, save_every=0,
         threads=threads,
     ))
     from rich.console import Console
@@ -82,6 +83,7 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--episodes-per-iteration", type=int, default=16)
     ap.add_argument("--warm-batch-size", type=int, default=16)
+    ap.add_argument("--eval-temperature", type=float, default=0.0, help="0 = greedy held-out evaluation")
     args = ap.parse_args()
     import torch
 
@@ -106,7 +108,8 @@ def main() -> None:
                 continue
             t = time.time()
             rows = run_one(algo, seed, init, os.path.join(args.out, f"{algo}_s{seed}"), args.budget, args.threads, args.lr,
-                          args.temperature, args.env, env_kw, stop, args.max_new_tokens, args.episodes_per_iteration)
+                          args.temperature, args.env, env_kw, stop, args.max_new_tokens, args.episodes_per_iteration,
+                          args.eval_temperature)
             xs, ys = curve(rows)
             res = {"env_steps": xs, "eval_success": ys, "final": ys[-1], "initial": ys[0], "auc": auc(xs, ys),
                    "seconds": time.time() - t, "iterations": max(r["iteration"] for r in rows)}
@@ -145,7 +148,7 @@ def main() -> None:
                 ax.plot(r["env_steps"], r["eval_success"], "-o", color=f"C{k}", alpha=0.7, markersize=3,
                         label=algo if j == 0 else None)
     ax.set_xlabel("env steps")
-    ax.set_ylabel("held-out success (greedy)")
+    ax.set_ylabel("held-out success" + (" (greedy)" if args.eval_temperature == 0 else f" (T={args.eval_temperature})"))
     ax.set_title(f"{args.env.split(':')[-1]}, tiny model, same warm start", fontsize=9)
     ax.legend()
     fig.tight_layout()

@@ -29,7 +29,7 @@ from steppo.config import SFTConfig, config_to_dict
 from steppo.policy import Policy, end_of_turn_ids, set_threads
 from steppo.rollout import ChatPromptBuilder, make_env_fn
 
-__all__ = ["collect_expert_steps", "run_sft", "sft_train"]
+__all__ = ["collect_expert_steps", "run_sft", "sft_train", "evaluate_policy"]
 
 #: SFT task seeds start here (RL training draws seeds from the same range; held-out eval seeds do not).
 SFT_SEED_BASE = 500_000
@@ -100,8 +100,28 @@ def sft_train(policy: Policy, data: list[tuple[list[int], list[int]]], *, epochs
     return losses
 
 
-def run_sft(cfg: SFTConfig, console: Any = None) -> dict[str, Any]:
-    """Record expert episodes, clone them, save ``OUT/policy`` (+ ``OUT/sft_metrics.json``)."""
+def evaluate_policy(policy: Policy, env_fn, prompt_builder: ChatPromptBuilder, episodes: int, *, seed_start: int,
+                    max_new_tokens: int, stop_strings: tuple[str, ...], num_envs: int = 8) -> dict[str, float]:
+    """Greedy success / return / length / invalid rate of ``policy`` on seeds ``seed_start ...``."""
+    from steppo.policy import Sampler
+    from steppo.rollout import InProcessCollector, LocalGenerator, SamplingParams
+
+    col = InProcessCollector(env_fn, LocalGenerator(Sampler(policy, stop_strings=stop_strings), batch_size=num_envs),
+                             prompt_builder, num_envs)
+    try:
+        batch = col.collect([seed_start + i for i in range(episodes)], [-1] * episodes,
+                            SamplingParams(max_new_tokens, 1.0, 1.0, greedy=True, seed=0))
+    finally:
+        col.close()
+    return batch.metrics("eval")
+
+
+def run_sft(cfg: SFTConfig, console: Any = None, eval_episodes: int = 0, eval_seed: int = 1_000_000) -> dict[str, Any]:
+    """Record expert episodes, clone them, save ``OUT/policy`` (+ ``OUT/sft_metrics.json``).
+
+    With ``eval_episodes`` the model is first evaluated (greedy, held-out seeds from
+    ``eval_seed``) so a run can show where it started before the warm start.
+    """
     from steppo.trainer import build_policy
 
     log = console.print if console is not None else (lambda *a, **k: None)
@@ -116,6 +136,12 @@ def run_sft(cfg: SFTConfig, console: Any = None) -> dict[str, Any]:
     eos = end_of_turn_ids(policy.tokenizer, policy.lm)
     eot = policy.tokenizer.convert_tokens_to_ids("<|im_end|>") if "<|im_end|>" in policy.tokenizer.get_vocab() else None
     eos_id = eot if eot is not None else (eos[0] if eos else None)
+    base_eval: dict[str, float] = {}
+    if eval_episodes:
+        base_eval = evaluate_policy(policy, env_fn, pb, eval_episodes, seed_start=eval_seed,
+                                    max_new_tokens=cfg.max_new_tokens, stop_strings=cfg.stop_strings)
+        log(f"before the warm start ({cfg.model}): eval success {base_eval['eval/success_rate']:.2f} "
+            f"invalid-action rate {base_eval['eval/invalid_action_rate']:.2f}")
     data = collect_expert_steps(env_fn, pb, cfg.episodes, cfg.seed, eos_id)
     t_data = time.perf_counter() - t0
     ntok = sum(len(p) + len(t) for p, t in data)
@@ -137,7 +163,7 @@ def run_sft(cfg: SFTConfig, console: Any = None) -> dict[str, Any]:
     os.replace(tmp, final)
     res = {"episodes": cfg.episodes, "steps": len(data), "tokens": ntok, "epoch_losses": losses,
            "final_loss": losses[-1] if losses else float("nan"), "seconds": time.perf_counter() - t0,
-           "policy": final}
+           "policy": final, "base_eval": base_eval}
     with open(os.path.join(cfg.out, "sft_metrics.json"), "w") as fh:
         json.dump(res, fh, indent=2)
     log(f"sft: saved {final} in {res['seconds']:.1f}s")

@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
                              train_layers=cfg.train_layers, micro_batch_size=cfg.micro_batch_size,
                              device=cfg.device, dtype=cfg.dtype, threads=cfg.threads, progress=cfg.progress)
             console.print(f"[bold]warm start[/]: behaviour cloning {sft_episodes} expert episodes -> {sft_dir}")
-            run_sft(scfg, console)
+            run_sft(scfg, console, eval_episodes=cfg.eval_episodes if cfg.eval_before else 0, eval_seed=cfg.eval_seed)
         cfg.init = sft_dir
     summary = Trainer(cfg, console=console).train()
     if summary.get("interrupted"):
