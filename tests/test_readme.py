@@ -53,3 +53,13 @@ def test_module_colon_id_found_from_the_working_directory(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
     out = subprocess.run([sys.executable, "-P", "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_wrappers_block_runs(tmp_path):
+    block = next(b for b in PY_BLOCKS if "TokenBudget(" in b)
+    code = ("import gymnasium as gym, stepgym\n" + block.replace("runs/traj.jsonl", str(tmp_path / "t.jsonl"))
+            + "\nobs, _ = env.reset(seed=0)\nout = env.step('not an action')\n"
+              "print(sorted(out[4]['reward_components']), out[1], out[4]['context']['tokens_after'] <= 1024)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "['env', 'invalid_action'] -0.1 True"
