@@ -401,7 +401,8 @@ class MultiHopQAEnv(StepEnv):
         raise RuntimeError("could not generate a question")  # pragma: no cover - needs pathological knobs
 
     def _record_episode(self, options: dict[str, Any] | None) -> tuple[_Question, dict[str, str]]:
-        assert self._records is not None
+        if not (self._records is not None):  # invariant, not user input
+            raise RuntimeError('internal error: self._records is not None')
         n = len(self._records)
         index = (options or {}).get("index")
         if index is None:
@@ -450,7 +451,8 @@ class MultiHopQAEnv(StepEnv):
             return StepResult(tool_error_obs(call, self.tools), action_valid=False, error=call)
         tool, args = call
         q = self._question
-        assert q is not None
+        if not (q is not None):  # invariant, not user input
+            raise RuntimeError('internal error: q is not None')
         if tool.name == "answer":
             pred = args["text"]
             em = exact_match(pred, q.answer)

@@ -152,7 +152,8 @@ class NegotiationGame:
         elif acc[0] or acc[1]:
             i = 0 if acc[0] else 1
             claim = self.standing[1 - i]
-            assert claim is not None  # checked above when parsing
+            if not (claim is not None):  # invariant, not user input
+                raise RuntimeError('internal error: claim is not None')
             shares = [self.rest(claim), claim] if i == 0 else [claim, self.rest(claim)]
             deal = (shares[0], shares[1])
         elif isinstance(parsed[0], tuple) and isinstance(parsed[1], tuple) and self.rest(parsed[0]) == parsed[1]:
@@ -318,7 +319,8 @@ class NegotiationEnv(StepEnv):
     def _optimum(self) -> tuple[tuple[int, ...], float]:
         """The best share the bot will still accept in the last round, and its reward."""
         g, bot = self.game, self.bot
-        assert g is not None and bot is not None
+        if not (g is not None and bot is not None):  # invariant, not user input
+            raise RuntimeError('internal error: g is not None and bot is not None')
         t = bot.threshold(g.max_rounds - 1)
         best = max(
             (s for s in itertools.product(*(range(p + 1) for p in g.pool)) if g.value(1, g.rest(s)) >= t),
@@ -328,7 +330,8 @@ class NegotiationEnv(StepEnv):
 
     def _step(self, action: str) -> StepResult:
         g, bot = self.game, self.bot
-        assert g is not None and bot is not None
+        if not (g is not None and bot is not None):  # invariant, not user input
+            raise RuntimeError('internal error: g is not None and bot is not None')
         g.play_round((action, bot.act()))
         info: dict[str, Any] = {"deal": g.deal is not None}
         if g.errors[0]:

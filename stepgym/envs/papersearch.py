@@ -392,7 +392,8 @@ class PaperSearchEnv(StepEnv):
                 self._expanded.add(pid)
         self._step_new = []
         out = tool(**args)
-        assert isinstance(out, ToolOutput)
+        if not (isinstance(out, ToolOutput)):  # invariant, not user input
+            raise RuntimeError('internal error: isinstance(out, ToolOutput)')
         gain = len(self._step_new) / len(self.relevant)
         info = {"tool": tool.name, "new_relevant": len(self._step_new), "found": len(self._shown & self.relevant),
                 "repeated": penalty > 0}
