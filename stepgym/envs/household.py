@@ -663,7 +663,7 @@ class HouseholdEnv(StepEnv):
         return self._obs(obs), info
 
     def _step(self, action: str) -> StepResult:
-        if not (self.task is not None):  # invariant, not user input
+        if self.task is None:  # invariant, not user input
             raise RuntimeError('internal error: self.task is not None')
         cmd = action
         # Accept a command wrapped in <answer> tags or after a short "Thought: ..." line.

@@ -401,7 +401,7 @@ class MultiHopQAEnv(StepEnv):
         raise RuntimeError("could not generate a question")  # pragma: no cover - needs pathological knobs
 
     def _record_episode(self, options: dict[str, Any] | None) -> tuple[_Question, dict[str, str]]:
-        if not (self._records is not None):  # invariant, not user input
+        if self._records is None:  # invariant, not user input
             raise RuntimeError('internal error: self._records is not None')
         n = len(self._records)
         index = (options or {}).get("index")
@@ -451,7 +451,7 @@ class MultiHopQAEnv(StepEnv):
             return StepResult(tool_error_obs(call, self.tools), action_valid=False, error=call)
         tool, args = call
         q = self._question
-        if not (q is not None):  # invariant, not user input
+        if q is None:  # invariant, not user input
             raise RuntimeError('internal error: q is not None')
         if tool.name == "answer":
             pred = args["text"]

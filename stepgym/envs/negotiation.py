@@ -152,7 +152,7 @@ class NegotiationGame:
         elif acc[0] or acc[1]:
             i = 0 if acc[0] else 1
             claim = self.standing[1 - i]
-            if not (claim is not None):  # invariant, not user input
+            if claim is None:  # invariant, not user input
                 raise RuntimeError('internal error: claim is not None')
             shares = [self.rest(claim), claim] if i == 0 else [claim, self.rest(claim)]
             deal = (shares[0], shares[1])
@@ -319,7 +319,7 @@ class NegotiationEnv(StepEnv):
     def _optimum(self) -> tuple[tuple[int, ...], float]:
         """The best share the bot will still accept in the last round, and its reward."""
         g, bot = self.game, self.bot
-        if not (g is not None and bot is not None):  # invariant, not user input
+        if g is None or bot is None:  # invariant, not user input
             raise RuntimeError('internal error: g is not None and bot is not None')
         t = bot.threshold(g.max_rounds - 1)
         best = max(
@@ -330,7 +330,7 @@ class NegotiationEnv(StepEnv):
 
     def _step(self, action: str) -> StepResult:
         g, bot = self.game, self.bot
-        if not (g is not None and bot is not None):  # invariant, not user input
+        if g is None or bot is None:  # invariant, not user input
             raise RuntimeError('internal error: g is not None and bot is not None')
         g.play_round((action, bot.act()))
         info: dict[str, Any] = {"deal": g.deal is not None}

@@ -733,7 +733,7 @@ class Sandbox:
 
     def _communicate(self, proc: subprocess.Popen, payload: bytes, t0: float) -> RunResult:
         lim = self.limits
-        if not (proc.stdin is not None and proc.stdout is not None and proc.stderr is not None):  # invariant, not user input
+        if proc.stdin is None or proc.stdout is None or proc.stderr is None:  # invariant, not user input
             raise RuntimeError('internal error: proc.stdin is not None and proc.stdout is not None and proc.stderr is not None')
         # The bootstrap reads all of stdin before anything else, so a blocking write cannot
         # deadlock; a child that died at start gives a broken pipe, reported below.
