@@ -315,7 +315,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "save_every": 0,
         "temperature": 0.7,
         "out": "runs/demo",
-        "sft_episodes": 24,
+        "sft_episodes": 32,
         "sft_epochs": 3,
         "sft_lr": 3e-4,
     },

@@ -51,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
 
     from steppo.trainer import Trainer
 
+    base_eval: dict = {}
     if sft_episodes and not cfg.init:
         sft_dir = os.path.join(cfg.out, "sft")
         if cfg.resume and os.path.isdir(os.path.join(sft_dir, "policy")):
@@ -66,9 +67,20 @@ def run(args: argparse.Namespace) -> int:
                              train_layers=cfg.train_layers, micro_batch_size=cfg.micro_batch_size,
                              device=cfg.device, dtype=cfg.dtype, threads=cfg.threads, progress=cfg.progress)
             console.print(f"[bold]warm start[/]: behaviour cloning {sft_episodes} expert episodes -> {sft_dir}")
-            run_sft(scfg, console, eval_episodes=cfg.eval_episodes if cfg.eval_before else 0, eval_seed=cfg.eval_seed)
+            base_eval = run_sft(scfg, console, eval_episodes=cfg.eval_episodes if cfg.eval_before else 0,
+                                eval_seed=cfg.eval_seed).get("base_eval", {})
         cfg.init = sft_dir
     summary = Trainer(cfg, console=console).train()
+    first, last = summary.get("eval_success_first"), summary.get("eval_success_last")
+    if first is not None and last is not None:
+        parts = []
+        if base_eval:
+            parts.append(f"{cfg.model} alone {base_eval['eval/success_rate']:.2f}")
+            parts.append(f"after the warm start {first:.2f}")
+        else:
+            parts.append(f"before {first:.2f}")
+        parts.append(f"after {summary['iterations_done']} {cfg.algo} iterations {last:.2f}")
+        console.print("[bold]held-out success:[/] " + " -> ".join(parts))
     if summary.get("interrupted"):
         console.print(f"stopped after iteration {summary['iterations_done']}; continue with the same command plus --resume")
         return 130
