@@ -183,7 +183,7 @@ def compute_advantages(cfg: TrainConfig, steps: list, *, step_values: torch.Tens
     """
     from steppo import advantages as A
 
-    kind, _, critic = ALGO_SPEC[cfg.algo]
+    kind = ALGO_SPEC[cfg.algo][0]
     M = len(steps)
     L = max(1, max(len(s.response_ids) for s in steps))
     mask = _pad_rows([[1.0] * len(s.response_ids) for s in steps], L)
@@ -292,7 +292,6 @@ def compute_advantages(cfg: TrainConfig, steps: list, *, step_values: torch.Tens
         st.step_adv = sa.float()
     if ALGO_SPEC[cfg.algo][1] == "token" and st.token_adv is None:
         st.token_adv = st.step_adv[:, None] * mask  # type: ignore[index]
-    _ = critic
     return st
 
 
@@ -798,8 +797,7 @@ class Trainer:
         summary.update({"iterations_done": last_done, "interrupted": interrupted, "out": self.out,
                         "learning_curve": png, "algo": self.cfg.algo})
         _atomic_write_text(os.path.join(self.out, "summary.json"), json.dumps(summary, indent=2))
-        if self.cfg.progress or True:
-            self.console.print(report.summary_table(self.rows, title=f"{self.cfg.algo}: {self.out}"))
+        self.console.print(report.summary_table(self.rows, title=f"{self.cfg.algo}: {self.out}"))
         if self.writer is not None:
             self.writer.close()
         self.collector.close()
