@@ -20,7 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", choices=sorted(PRESETS), default=None,
                    help="start from a named set of options; explicit options override it "
                         "(demo: SmolLM2-135M on ToolUse-v0 easy, BC warm start + 3 StepPO iterations; "
-                        "10-20 min on 2 busy CPU cores)")
+                        "about 4 min on 2 CPU cores)")
     p.add_argument("--sft-episodes", dest="sft_episodes", type=int, default=None, metavar="N",
                    help="warm start: behaviour-clone N expert episodes into OUT/sft first when --init is not given "
                         "(0 = no warm start; the demo preset uses 32)")
