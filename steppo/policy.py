@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from stepgym.errors import DependencyNotInstalled, InvalidArgument
+from stepgym.errors import InvalidArgument
 
 __all__ = ["Policy", "Sampler", "Generation", "ScoreOutput", "pad_steps", "end_of_turn_ids"]
 
@@ -325,16 +325,6 @@ class Policy(nn.Module):
         if self.critic_trunk is not None and os.path.exists(ct):
             self.critic_trunk.load_state_dict(torch.load(ct, map_location="cpu"))
         return ok
-
-
-def apply_lora(lm: nn.Module, r: int, alpha: int) -> nn.Module:
-    """Wrap ``lm`` with LoRA adapters on every linear layer (needs peft)."""
-    try:
-        import peft
-    except ImportError as exc:
-        raise DependencyNotInstalled("LoRA (lora_r > 0)", 'pip install "stepgym[lora]"') from exc
-    cfg = peft.LoraConfig(r=r, lora_alpha=alpha, target_modules="all-linear", lora_dropout=0.0, task_type="CAUSAL_LM")
-    return peft.get_peft_model(lm, cfg)
 
 
 # ----------------------------------------------------------------------------------------

@@ -115,9 +115,9 @@ def build_policy(cfg: Any, critic: str, *, for_reference: bool = False) -> Polic
     spec = resolve_init(cfg.init) if cfg.init else cfg.model
     lm, tok = load_model(spec, seed=cfg.seed, dtype=getattr(torch, cfg.dtype))
     if cfg.lora_r and not for_reference:
-        from steppo.policy import apply_lora
+        from steppo.models import apply_lora
 
-        lm = apply_lora(lm, cfg.lora_r, cfg.lora_alpha)
+        lm = apply_lora(lm, r=cfg.lora_r, alpha=cfg.lora_alpha)
     pol = Policy(lm, tok, critic="none" if for_reference else critic, temperature=getattr(cfg, "temperature", 1.0))
     if cfg.init and not for_reference and critic != "none":
         pol.load_critic_from(spec)

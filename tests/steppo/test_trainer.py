@@ -114,6 +114,22 @@ def test_baselines_run_one_iteration(tmp_path, algo):
     assert os.path.exists(tmp_path / algo / "policy" / "config.json")
 
 
+@pytest.mark.parametrize("extra", [
+    {"algo": "steppo", "critic": "separate", "kl_coef": 0.001, "entropy_coef": 0.01},
+    {"algo": "steppo_no_step_gae"},
+    {"algo": "steppo_no_step_ratio", "lora_r": 4},
+    {"algo": "rloo"}, {"algo": "reinforce_pp"}, {"algo": "gspo"},
+], ids=lambda e: "-".join(f"{k}={v}" for k, v in e.items()))
+def test_options_run_one_iteration(tmp_path, extra):
+    Trainer(_cfg(tmp_path / "run", iterations=1, eval_before=False, save_every=0, **extra)).train()
+    row = read_metrics(str(tmp_path / "run" / "metrics.jsonl"))[-1]
+    assert all(v == v for v in row.values() if isinstance(v, float))  # no NaN
+    if extra.get("kl_coef"):
+        assert row["losses/kl"] >= 0.0 and "losses/entropy" in row
+    if extra.get("critic") == "separate":
+        assert (tmp_path / "run" / "policy" / "critic" / "critic_trunk.pt").exists()
+
+
 def _warm_start(tmp_path, epochs: int) -> str:
     from steppo.sft import run_sft
 
