@@ -220,7 +220,8 @@ class Policy(nn.Module):
         return ps
 
     def value_from_hidden(self, h: torch.Tensor) -> torch.Tensor:
-        assert self.value_head is not None
+        if self.value_head is None:  # invariant, not user input
+            raise RuntimeError('internal error: self.value_head is None')
         return self.value_head(h.float()).squeeze(-1)
 
     # -- teacher forcing -------------------------------------------------------------
@@ -252,7 +253,8 @@ class Policy(nn.Module):
             if self.critic_kind == "none":
                 raise InvalidArgument("this policy has no critic (critic='none')")
             if self.critic_kind == "separate":
-                assert self.critic_trunk is not None
+                if self.critic_trunk is None:  # invariant, not user input
+                    raise RuntimeError('internal error: self.critic_trunk is None')
                 if values == "step":
                     # the step value only needs the prompt
                     pids, patt, ppos, _, _ = pad_steps(prompts, [[] for _ in prompts], self.pad_id, dev)
@@ -263,7 +265,8 @@ class Policy(nn.Module):
                     Hc = ch.gather(1, pos.unsqueeze(-1).expand(-1, -1, ch.shape[-1]))
             else:
                 Hc = H
-            assert Hc is not None
+            if Hc is None:  # invariant, not user input
+                raise RuntimeError('internal error: Hc is None')
             v = self.value_from_hidden(Hc)
             if values == "step":
                 out.step_values = v[:, 0]

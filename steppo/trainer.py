@@ -196,7 +196,8 @@ def compute_advantages(cfg: TrainConfig, steps: list, *, step_values: torch.Tens
     normalize = bool(getattr(cfg, "normalize_advantages", True))
 
     if kind == "step_gae":
-        assert step_values is not None
+        if step_values is None:
+            raise RuntimeError("internal error: step values missing for a step-level critic")
         R = torch.zeros((B, T))
         V = torch.zeros((B, T))
         mk = torch.zeros((B, T))
@@ -219,7 +220,8 @@ def compute_advantages(cfg: TrainConfig, steps: list, *, step_values: torch.Tens
         st.step_adv, st.step_returns = sa, sr
         st.step_old_values = torch.as_tensor(step_values, dtype=torch.float32).clone()
     elif kind == "token_gae":
-        assert token_values is not None
+        if token_values is None:
+            raise RuntimeError("internal error: token values missing for a token-level critic")
         lens = [len(s.response_ids) for s in steps]
         Ltot = max(sum(lens[i] for i in tr) for tr in trajs)
         R = torch.zeros((B, Ltot))
@@ -399,7 +401,8 @@ class Trainer:
 
     def _prepare_out_dir(self) -> None:
         cfg = self.cfg
-        has_run = os.path.exists(self.metrics_path) or os.path.isdir(self.ckpt_dir)
+        # A run that failed at start leaves config.json and an empty checkpoints/: no run yet.
+        has_run = os.path.exists(self.metrics_path) or (os.path.isdir(self.ckpt_dir) and bool(os.listdir(self.ckpt_dir)))
         if has_run and not cfg.resume:
             if not cfg.overwrite:
                 raise InvalidConfig("out", cfg.out, "an empty or new directory: it already holds a run "
@@ -451,6 +454,9 @@ class Trainer:
                            "stop_strings": list(self.cfg.stop_strings), "max_new_tokens": self.cfg.max_new_tokens}
         self.policy.save_pretrained(tmp, extra=extra)
         old = final + ".old"
+        if os.path.isdir(old):
+            # left by a run killed inside the rmtree below: the swap needs the name free
+            shutil.rmtree(old)
         if os.path.isdir(final):
             os.replace(final, old)
         os.replace(tmp, final)
@@ -533,7 +539,8 @@ class Trainer:
         return (torch.tensor(sv), None) if self.critic_kind == "step" else (None, tv)
 
     def _ref_logprobs(self, steps: list, L: int) -> torch.Tensor:
-        assert self.ref is not None
+        if self.ref is None:
+            raise RuntimeError("internal error: KL needs the reference policy")
         out = torch.zeros((len(steps), L))
         mb = self.cfg.micro_batch_size
         with torch.no_grad():

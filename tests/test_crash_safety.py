@@ -175,9 +175,6 @@ def test_killed_training_resumes_to_the_same_result(tmp_path):
     assert not list(crashed.rglob("*.tmp")), "a temp file of an atomic write was left behind"
 
 
-@pytest.mark.xfail(reason="steppo/trainer.py save_policy: a kill inside rmtree(policy.old) leaves a non-empty "
-                          "policy.old, and the next os.replace(policy, policy.old) fails with ENOTEMPTY; fix: remove "
-                          "a leftover policy.old before the swap", strict=False)
 def test_policy_swap_survives_a_leftover_from_a_kill(tmp_path):
     """A kill between the swap's steps must not break the next save (the resumed run)."""
     pytest.importorskip("torch")
@@ -391,3 +388,16 @@ def test_cli_errors_are_exactly_one_line(argv, capsys):
         pass
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1, err[-600:]
+
+
+def test_a_run_that_failed_at_start_does_not_block_the_out_dir(tmp_path, capsys):
+    pytest.importorskip("torch")
+    from stepgym.cli import main
+
+    out = str(tmp_path / "run")
+    assert main(["train", "--model", str(tmp_path / "no-such-model"), "--out", out, "--iterations", "1"]) == 2
+    assert "model spec" in capsys.readouterr().err
+    rc = main(["train", "--preset", "tiny", "--out", out, "--iterations", "1", "--eval-episodes", "2",
+               "--no-eval-before", "--no-progress", "--no-tensorboard"])
+    assert rc == 0, capsys.readouterr().err[-500:]
+    assert (tmp_path / "run" / "metrics.jsonl").exists()
