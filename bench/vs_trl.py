@@ -163,10 +163,11 @@ def main() -> int:
         cmd = [sys.executable, os.path.abspath(__file__), "--worker", name] + [
             a for a in sys.argv[1:] if a not in ("--only", "stepgym", "trl")]
         t = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        # the worker's stderr goes straight through, so a slow or killed run still shows its progress
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT)]
         if proc.returncode or not lines:
-            sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-3000:])
+            sys.stderr.write(proc.stdout[-3000:])
             raise SystemExit(f"{name} worker failed (exit {proc.returncode})")
         results[name] = json.loads(lines[-1][len(RESULT):])
         print(f"{name}: done in {time.perf_counter() - t:.0f}s (incl. model load and warm-up)", file=sys.stderr)
