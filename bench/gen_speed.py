@@ -1,9 +1,16 @@
 """Generation speed: the trainer's sampler vs Hugging Face ``generate(..., output_scores=True)``.
 
-Same model, same prompts (first-step prompts of ToolUse-v0 easy, chat template), same
-sampling (temperature 1, no top-k/top-p), same stopping (end of turn or ``</tool_call>``),
-same ``max_new_tokens``; generated tokens/s counts the tokens each row really produced up
-to its stop. Both run side by side in one process, alternating, best of ``--repeats``.
+Same model, same prompts, same sampling (temperature 1, no top-k/top-p), same stopping (end
+of turn or ``</tool_call>``), same ``max_new_tokens``; generated tokens/s counts the tokens
+each row really produced up to its stop. Everything runs side by side in one process,
+alternating, best of ``--repeats``. Two workloads:
+
+* ``single``: one call on the first-step prompts of ToolUse-v0 easy (chat template).
+* ``rollout``: what the trainer really generates. ``--batch`` episodes of ToolUse-v0 easy
+  (at most ``--episode-steps`` steps, history kept in the prompt) are collected with the
+  trainer's collector and sampler, which keeps each episode's KV cache between steps. Every
+  generation call's prompts are recorded and then replayed, the same batches in the same
+  order, through HF ``generate`` and through the sampler without the cache.
 
     python bench/gen_speed.py --model smollm2-135m --batch 8 16 --threads 2
 """
@@ -28,6 +35,24 @@ def prompts_for(tok, n: int, difficulty: str = "easy") -> list[list[int]]:
         obs, _ = env.reset(seed=s)
         out.append(pb.build([obs], [])[0])
     return out
+
+
+def run_rollout(sampler, tok, batch, max_new, seed, episode_steps, difficulty="easy"):
+    """Collect ``batch`` episodes with the trainer's collector; returns (tokens, seconds, calls)."""
+    from steppo.rollout import ChatPromptBuilder, InProcessCollector, LocalGenerator, SamplingParams, make_env_fn
+
+    class Recording(LocalGenerator):
+        def generate(self, prompts, params, sessions=None):
+            self.calls.append([list(p) for p in prompts])
+            return super().generate(prompts, params, sessions=sessions)
+
+    gen = Recording(sampler, batch_size=batch)
+    gen.calls = []
+    env_fn = make_env_fn("stepgym/ToolUse-v0", {"difficulty": difficulty, "max_steps": episode_steps})
+    col = InProcessCollector(env_fn, gen, ChatPromptBuilder(tok, max_history_turns=episode_steps), num_envs=batch)
+    out = col.collect(list(range(batch)), list(range(batch)), SamplingParams(max_new_tokens=max_new, seed=seed))
+    col.close()
+    return out.generated_tokens, out.generation_s, gen.calls
 
 
 def run_ours(sampler, prompts, max_new, seed):
@@ -75,6 +100,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--stop", nargs="*", default=["</tool_call>"])
+    ap.add_argument("--mode", choices=["single", "rollout", "both"], default="both")
+    ap.add_argument("--episode-steps", type=int, default=4, help="step limit of the rollout's episodes")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from rich.console import Console
@@ -88,23 +115,52 @@ def main() -> None:
     pol = Policy(lm, tok, critic="none")
     eos = end_of_turn_ids(tok, lm)
     sampler = Sampler(pol, stop_strings=args.stop, eos_ids=eos)
-    table = Table(title=f"generation: {args.model}, max_new_tokens={args.max_new_tokens}, threads={args.threads}")
-    for col in ("batch", "prompt tokens (mean)", "HF generate tok/s", "steppo sampler tok/s", "speed-up"):
-        table.add_column(col, justify="right")
-    for B in args.batch:
-        prompts = prompts_for(tok, B)
-        run_ours(sampler, prompts[:2], 4, 0)  # warm-up
-        run_hf(lm, tok, prompts[:2], 4, 0, eos, args.stop)
-        ours, hf = [], []
-        for r in range(args.repeats):
-            n, dt = run_hf(lm, tok, prompts, args.max_new_tokens, r, eos, args.stop)
-            hf.append(n / dt)
-            n, dt = run_ours(sampler, prompts, args.max_new_tokens, r)
-            ours.append(n / dt)
-        o, h = max(ours), max(hf)
-        table.add_row(str(B), f"{statistics.mean(len(p) for p in prompts):.0f}", f"{h:.1f}", f"{o:.1f}", f"{o / h:.2f}x")
-        print(f"batch {B}: hf {['%.1f' % x for x in hf]} ours {['%.1f' % x for x in ours]}", flush=True)
-    Console().print(table)
+    if args.mode in ("single", "both"):
+        table = Table(title=f"one call: {args.model}, max_new_tokens={args.max_new_tokens}, threads={args.threads}")
+        for col in ("batch", "prompt tokens (mean)", "HF generate tok/s", "steppo sampler tok/s", "speed-up"):
+            table.add_column(col, justify="right")
+        for B in args.batch:
+            prompts = prompts_for(tok, B)
+            run_ours(sampler, prompts[:2], 4, 0)  # warm-up
+            run_hf(lm, tok, prompts[:2], 4, 0, eos, args.stop)
+            ours, hf = [], []
+            for r in range(args.repeats):
+                n, dt = run_hf(lm, tok, prompts, args.max_new_tokens, r, eos, args.stop)
+                hf.append(n / dt)
+                n, dt = run_ours(sampler, prompts, args.max_new_tokens, r)
+                ours.append(n / dt)
+            o, h = max(ours), max(hf)
+            table.add_row(str(B), f"{statistics.mean(len(p) for p in prompts):.0f}", f"{h:.1f}", f"{o:.1f}",
+                          f"{o / h:.2f}x")
+            print(f"single, batch {B}: hf {['%.1f' % x for x in hf]} ours {['%.1f' % x for x in ours]}", flush=True)
+        Console().print(table)
+    if args.mode in ("rollout", "both"):
+        table = Table(title=f"rollout ({args.episode_steps}-step episodes of ToolUse-v0 easy): {args.model}, "
+                            f"max_new_tokens={args.max_new_tokens}, threads={args.threads}")
+        for col in ("batch", "calls", "prompt tokens (mean)", "HF generate tok/s", "sampler, no cache tok/s",
+                    "sampler in rollout tok/s", "speed-up vs HF"):
+            table.add_column(col, justify="right")
+        for B in args.batch:
+            best = {"hf": 0.0, "plain": 0.0, "ours": 0.0}
+            for r in range(args.repeats):
+                n, dt, calls = run_rollout(sampler, tok, B, args.max_new_tokens, r, args.episode_steps)
+                rates = {"ours": n / dt}
+                for name in ("hf", "plain"):
+                    n_tot, t_tot = 0, 0.0
+                    for k, prompts in enumerate(calls):
+                        if name == "hf":
+                            n, dt = run_hf(lm, tok, prompts, args.max_new_tokens, 1000 * r + k, eos, args.stop)
+                        else:
+                            n, dt = run_ours(sampler, prompts, args.max_new_tokens, 1000 * r + k)
+                        n_tot, t_tot = n_tot + n, t_tot + dt
+                    rates[name] = n_tot / t_tot
+                print(f"rollout, batch {B}, repeat {r}: " + ", ".join(f"{k} {v:.1f}" for k, v in rates.items()),
+                      flush=True)
+                best = {k: max(best[k], rates[k]) for k in best}
+            mean_prompt = statistics.mean(len(p) for c in calls for p in c)
+            table.add_row(str(B), str(len(calls)), f"{mean_prompt:.0f}", f"{best['hf']:.1f}", f"{best['plain']:.1f}",
+                          f"{best['ours']:.1f}", f"{best['ours'] / best['hf']:.2f}x")
+        Console().print(table)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,10 @@
   common-prefix prefill shared by the whole batch, finished rows dropped from the batch as
   they stop (EOS or a stop string such as ``</tool_call>``), temperature / top-p. It
   returns the exact response token ids with their log-probs and the values seen on the
-  way (token-in/token-out: nothing is re-tokenised).
+  way (token-in/token-out: nothing is re-tokenised). With ``sessions`` (one key per
+  episode) it keeps each episode's KV cache between calls: the next step's prompt usually
+  extends the last prompt + response, so only the new tokens (the observation) are
+  prefilled. Cached states are dropped as soon as the weights change.
 """
 
 from __future__ import annotations
@@ -359,6 +362,23 @@ def _common_prefix_len(seqs: list[list[int]]) -> int:
     return k
 
 
+@dataclass
+class _SessionKV:
+    """The KV cache of one episode's last sequence: ``ids`` and per-layer ``[H, n, D]`` keys/values."""
+
+    ids: list[int]
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+
+
+def _lcp(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    k = 0
+    while k < n and a[k] == b[k]:
+        k += 1
+    return k
+
+
 def _top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
     sorted_logits, idx = torch.sort(logits, descending=True, dim=-1)
     probs = torch.softmax(sorted_logits, dim=-1)
@@ -446,6 +466,8 @@ class Sampler:
         stop_strings: generation of a row stops once its decoded response contains one.
         eos_ids: token ids that end a turn (default: :func:`end_of_turn_ids`).
         share_prefix: prefill the batch's common prompt prefix once (batch 1) and reuse it.
+        min_shared_prefix: shortest common prefix (tokens) worth sharing.
+        min_reuse: shortest cached prefix (tokens) worth reusing from a session.
 
     Example:
         >>> from steppo.models import load_model
@@ -457,15 +479,52 @@ class Sampler:
     """
 
     def __init__(self, policy: Policy, stop_strings: tuple[str, ...] | list[str] = (), eos_ids: list[int] | None = None,
-                 share_prefix: bool = True, min_shared_prefix: int = 8):
+                 share_prefix: bool = True, min_shared_prefix: int = 8, min_reuse: int = 8):
         self.policy = policy
         self.stop_strings = tuple(s for s in stop_strings if s)
         self.eos_ids = list(eos_ids) if eos_ids is not None else end_of_turn_ids(policy.tokenizer, policy.lm)
         self.share_prefix = share_prefix
         self.min_shared_prefix = min_shared_prefix
+        self.min_reuse = min_reuse
+        self._sessions: dict[Any, _SessionKV] = {}
+        self._weights_version: tuple[int, ...] | None = None
+        #: prompt tokens served from session caches / prefilled, since construction
+        self.reused_tokens = 0
+        self.prefilled_tokens = 0
         # Longest stop string in tokens is at most its length in characters (+2 for merges).
         self._tail = max([len(s) for s in self.stop_strings] + [1]) + 2
         self._cache_kw: str | None = None
+
+    # -- per-episode KV caches ----------------------------------------------------------
+    def end_session(self, key: Any) -> None:
+        """Forget the cached states of one session (an episode that ended)."""
+        self._sessions.pop(key, None)
+
+    def reset_sessions(self) -> None:
+        """Forget every session's cached states."""
+        self._sessions.clear()
+
+    @property
+    def num_sessions(self) -> int:
+        return len(self._sessions)
+
+    def _check_weights(self) -> None:
+        # in-place updates (optimizer steps, load_state_dict) bump each tensor's version counter
+        v = tuple(p._version for p in self.policy.lm.parameters())
+        if v != self._weights_version:
+            self._sessions.clear()
+            self._weights_version = v
+
+    def _save_rows(self, cache: Any, m: torch.Tensor, rows_js: list[tuple[int, int]], sessions: list[Any],
+                   prompts: list[list[int]], out_ids: list[list[int]], t: int) -> None:
+        """Store the KV of cache rows ``j`` (original rows ``row``): prompt + the ``t`` tokens fed back."""
+        for j, row in rows_js:
+            keep = m[j].bool()
+            ids = list(prompts[row]) + out_ids[row][:t]
+            ks = [layer.keys[j][:, keep, :] for layer in cache.layers]
+            vs = [layer.values[j][:, keep, :] for layer in cache.layers]
+            if ks and ks[0].shape[-2] == len(ids):
+                self._sessions[sessions[row]] = _SessionKV(ids, ks, vs)
 
     def _forward(self, ids, att, pos, cache):
         trunk = self.policy.trunk
@@ -484,7 +543,7 @@ class Sampler:
     @torch.inference_mode()
     def generate(self, prompts: list[list[int]], *, max_new_tokens: int = 64, temperature: float | None = None,
                  top_p: float = 1.0, generator: torch.Generator | None = None, values: str = "none",
-                 greedy: bool = False) -> list[Generation]:
+                 greedy: bool = False, sessions: list[Any] | None = None) -> list[Generation]:
         """Generate one step for each prompt.
 
         Args:
@@ -498,11 +557,17 @@ class Sampler:
             values: ``"step"`` / ``"token"`` to also read the shared value head on the way
                 (free: it reuses the hidden states); ``"none"`` otherwise.
             greedy: take the argmax instead of sampling.
+            sessions: one hashable key per prompt (e.g. an episode id). The KV cache of each
+                row's prompt + response is kept under its key, and a later call whose prompt
+                starts with the same tokens prefills only the rest. Keys must be distinct
+                within a call; call :meth:`end_session` when an episode ends.
         """
         if not prompts:
             return []
         if any(len(p) == 0 for p in prompts):
             raise InvalidArgument("every prompt needs at least one token")
+        if sessions is not None and (len(sessions) != len(prompts) or len(set(sessions)) != len(sessions)):
+            raise InvalidArgument("sessions needs one distinct key per prompt")
         pol = self.policy
         T = pol.temperature if temperature is None else float(temperature)
         if T <= 0:
@@ -514,22 +579,50 @@ class Sampler:
         B = len(prompts)
         try:
             cache = _growing_cache(max_new_tokens + 1)
-            # 1) shared prefix, prefilled once and repeated over the batch
-            P = _common_prefix_len(prompts) if (self.share_prefix and B > 1) else 0
-            P = min(P, min(len(p) for p in prompts) - 1)
-            if P < self.min_shared_prefix:
-                P = 0
+            # 1) cached prefixes: each row's session states, else the batch's common prefix
+            reuse = [0] * B
+            saved: list[_SessionKV | None] = [None] * B
+            if sessions is not None:
+                self._check_weights()
+                for i, key in enumerate(sessions):
+                    sv = self._sessions.pop(key, None)
+                    if sv is not None:
+                        c = min(_lcp(sv.ids, prompts[i]), len(prompts[i]) - 1)
+                        if c >= self.min_reuse:
+                            reuse[i], saved[i] = c, sv
+            P = max(reuse)
             if P:
-                pre = torch.tensor([prompts[0][:P]], dtype=torch.long, device=dev)
-                _, cache = self._forward(pre, torch.ones_like(pre), torch.arange(P, device=dev)[None], cache)
-                cache.batch_repeat_interleave(B)
-            # 2) the rest of each prompt, left-padded after the shared prefix
-            rest = [p[P:] for p in prompts]
+                # row i: [pad (P - c_i) | its cached c_i positions]; pads are masked out
+                ref = next(sv for sv in saved if sv is not None)
+                for layer in range(len(ref.keys)):
+                    H, _, D = ref.keys[layer].shape
+                    K = ref.keys[layer].new_zeros((B, H, P, D))
+                    V = ref.values[layer].new_zeros((B, H, P, D))
+                    for i, sv in enumerate(saved):
+                        if sv is not None:
+                            K[i, :, P - reuse[i]:] = sv.keys[layer][:, : reuse[i]]
+                            V[i, :, P - reuse[i]:] = sv.values[layer][:, : reuse[i]]
+                    cache.update(K, V, layer)
+            else:
+                P = _common_prefix_len(prompts) if (self.share_prefix and B > 1) else 0
+                P = min(P, min(len(p) for p in prompts) - 1)
+                if P < self.min_shared_prefix:
+                    P = 0
+                if P:  # prefilled once and repeated over the batch
+                    pre = torch.tensor([prompts[0][:P]], dtype=torch.long, device=dev)
+                    _, cache = self._forward(pre, torch.ones_like(pre), torch.arange(P, device=dev)[None], cache)
+                    cache.batch_repeat_interleave(B)
+                    reuse = [P] * B
+            # 2) the rest of each prompt, left-padded after the cached part
+            rest = [p[c:] for p, c in zip(prompts, reuse)]
+            prefilled = sum(len(r) for r in rest) + (P if all(sv is None for sv in saved) else 0)
+            self.prefilled_tokens += prefilled
+            self.reused_tokens += sum(len(p) for p in prompts) - prefilled
             R = max(len(r) for r in rest)
             ids = torch.full((B, R), pol.pad_id, dtype=torch.long)
             m = torch.zeros((B, P + R), dtype=torch.long)
-            m[:, :P] = 1
             for i, r in enumerate(rest):
+                m[i, P - reuse[i]:P] = 1
                 ids[i, R - len(r):] = torch.tensor(r, dtype=torch.long)
                 m[i, P + R - len(r):] = 1
             ids, m = ids.to(dev), m.to(dev)
@@ -575,8 +668,14 @@ class Sampler:
                             continue
                     keep.append(j)
                 if not keep or t == max_new_tokens - 1:
+                    if sessions is not None:
+                        self._save_rows(cache, m, list(enumerate(active)), sessions, prompts, out_ids, t)
                     break
                 if len(keep) < len(active):
+                    if sessions is not None:
+                        kept = set(keep)
+                        done = [(j, row) for j, row in enumerate(active) if j not in kept]
+                        self._save_rows(cache, m, done, sessions, prompts, out_ids, t)
                     sel = torch.tensor(keep, device=dev)
                     cache.batch_select_indices(sel)
                     tok, m, next_pos = tok[sel], m[sel], next_pos[sel]

@@ -63,6 +63,9 @@ class Generator(ABC):
     """
 
     tokenizer: Any
+    #: True when :meth:`generate` takes ``sessions=`` (one key per prompt) and keeps per-episode
+    #: state between calls (a KV cache); the collector then passes episode keys and ends them.
+    supports_sessions: bool = False
 
     @abstractmethod
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Any]:
@@ -70,6 +73,12 @@ class Generator(ABC):
 
     def set_seed(self, seed: int) -> None:  # pragma: no cover - backends without RNG ignore it
         """Reseed sampling (called once per iteration so resumed runs sample the same)."""
+
+    def end_session(self, key: Any) -> None:
+        """Drop the state kept for one episode (no-op for backends without sessions)."""
+
+    def reset_sessions(self) -> None:
+        """Drop the state kept for every episode (no-op for backends without sessions)."""
 
 
 class LocalGenerator(Generator):
@@ -79,6 +88,9 @@ class LocalGenerator(Generator):
         sampler: the sampler of the policy being trained.
         values: ``"step"``/``"token"`` to read the shared value head during generation.
         batch_size: at most this many prompts per generation call.
+        reuse_cache: keep each episode's KV cache between its steps (see
+            :meth:`~steppo.policy.Sampler.generate`), so a step prefills only the tokens its
+            prompt adds to the previous prompt + response.
 
     Example:
         >>> from steppo.models import load_model
@@ -90,10 +102,11 @@ class LocalGenerator(Generator):
         True
     """
 
-    def __init__(self, sampler: Any, values: str = "none", batch_size: int = 16):
+    def __init__(self, sampler: Any, values: str = "none", batch_size: int = 16, reuse_cache: bool = True):
         import torch
 
         self.sampler = sampler
+        self.supports_sessions = bool(reuse_cache)
         self.tokenizer = sampler.policy.tokenizer
         self.values = values
         self.batch_size = batch_size
@@ -103,7 +116,16 @@ class LocalGenerator(Generator):
     def set_seed(self, seed: int) -> None:
         self._gen.manual_seed(int(seed))
 
-    def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Any]:
+    def end_session(self, key: Any) -> None:
+        self.sampler.end_session(key)
+
+    def reset_sessions(self) -> None:
+        self.sampler.reset_sessions()
+
+    def generate(self, prompts: list[list[int]], params: SamplingParams,
+                 sessions: list[Any] | None = None) -> list[Any]:
+        if not self.supports_sessions:
+            sessions = None
         if params.seed is not None:
             self.set_seed(params.seed)
         out: list[Any] = []
@@ -115,7 +137,8 @@ class LocalGenerator(Generator):
             gens = self.sampler.generate([prompts[i] for i in idx], max_new_tokens=params.max_new_tokens,
                                          temperature=params.temperature, top_p=params.top_p,
                                          generator=self._gen if self.sampler.policy.device.type == "cpu" else None,
-                                         values=self.values, greedy=params.greedy)
+                                         values=self.values, greedy=params.greedy,
+                                         sessions=None if sessions is None else [sessions[i] for i in idx])
             res.update(zip(idx, gens))
         out = [res[i] for i in range(len(prompts))]
         return out
@@ -328,6 +351,9 @@ class InProcessCollector(RolloutCollector):
             live[slot] = {"k": k, "obs": [obs], "acts": [], "ret": 0.0, "invalid": 0}
             steps_by_ep[k] = []
 
+        use_sessions = bool(getattr(self.generator, "supports_sessions", False))
+        if use_sessions:
+            self.generator.reset_sessions()
         for slot in range(min(self.num_envs, len(seeds))):
             start(slot)
         while live:
@@ -341,7 +367,10 @@ class InProcessCollector(RolloutCollector):
                 prompts.append(ids)
                 texts.append(text)
             t0 = time.perf_counter()
-            gens = self.generator.generate(prompts, gen_params)
+            if use_sessions:
+                gens = self.generator.generate(prompts, gen_params, sessions=[live[s]["k"] for s in slots])
+            else:
+                gens = self.generator.generate(prompts, gen_params)
             batch.generation_s += time.perf_counter() - t0
             for s, ids, text, g in zip(slots, prompts, texts, gens):
                 st = live[s]
@@ -382,8 +411,12 @@ class InProcessCollector(RolloutCollector):
                         invalid_actions=st["invalid"], terminated=bool(terminated), truncated=rec.truncated,
                     ))
                     del live[s]
+                    if use_sessions:
+                        self.generator.end_session(k)
                     if pending:
                         start(s)
+        if use_sessions:
+            self.generator.reset_sessions()  # the weights change before the next collection
         # deterministic order: by episode, then step
         for k in range(len(seeds)):
             batch.steps.extend(steps_by_ep.get(k, []))

@@ -385,7 +385,8 @@ class Trainer:
         gen_values = "none"
         if critic == "shared":
             gen_values = self.critic_kind  # "step" or "token": read for free while sampling
-        self.generator = LocalGenerator(self.sampler, values=gen_values, batch_size=cfg.num_envs)
+        self.generator = LocalGenerator(self.sampler, values=gen_values, batch_size=cfg.num_envs,
+                                        reuse_cache=cfg.kv_reuse)
         self.collector = InProcessCollector(self.env_fn, self.generator, self.prompt_builder, cfg.num_envs)
         self.collector.should_stop = lambda: self._stop  # type: ignore[attr-defined]
         if cfg.resume:

@@ -119,3 +119,70 @@ def test_train_layers_freezes_the_rest(tiny):
     trainable = {n for n, p in pol.lm.named_parameters() if p.requires_grad}
     assert trainable and all("layers.1." in n or "norm" in n for n in trainable)
     assert all(p.requires_grad for p in pol.critic_parameters())
+
+
+def test_session_cache_reuses_the_previous_step_and_keeps_logprobs_exact(tiny):
+    lm, tok = tiny
+    pol = Policy(lm, tok, critic="shared", temperature=0.9)
+    sampler = Sampler(pol, stop_strings=("</tool_call>",), min_reuse=4)
+    first = [tok(t, add_special_tokens=False)["input_ids"] for t in _prompts(tok)]
+    keys = ["ep0", "ep1", "ep2"]
+    g = torch.Generator().manual_seed(2)
+    a = sampler.generate(first, max_new_tokens=10, generator=g, sessions=keys, values="step")
+    assert sampler.num_sessions == 3
+    # step 2 prompts: previous prompt + response + a new observation; one row diverges early
+    obs = tok(" Observation: 42 units.", add_special_tokens=False)["input_ids"]
+    second = [first[0] + a[0].response_ids + obs, first[1] + a[1].response_ids[:2] + obs, first[0][:3] + obs]
+    before = (sampler.reused_tokens, sampler.prefilled_tokens)
+    b = sampler.generate(second, max_new_tokens=10, generator=g, sessions=keys, values="step")
+    reused = sampler.reused_tokens - before[0]
+    prefilled = sampler.prefilled_tokens - before[1]
+    assert reused + prefilled == sum(len(p) for p in second)
+    # rows 0 and 1 reuse their whole cached sequence; row 2 has under min_reuse tokens in common
+    assert reused >= len(first[0]) + len(first[1])
+    assert prefilled <= len(second[2]) + 2 * len(obs) + 2
+    with torch.no_grad():
+        out = pol.score(second, [x.response_ids for x in b], values="step")
+    for i, x in enumerate(b):
+        n = len(x.response_ids)
+        assert torch.allclose(out.logprobs[i, :n], torch.tensor(x.logprobs), atol=1e-4), i
+        assert abs(float(out.step_values[i]) - x.step_value) < 1e-4, i
+    sampler.end_session("ep0")
+    assert sampler.num_sessions == 2
+    sampler.reset_sessions()
+    assert sampler.num_sessions == 0
+
+
+def test_session_cache_is_dropped_when_the_weights_change(tiny):
+    lm, tok = tiny
+    pol = Policy(copy_lm(lm), tok, critic="none")
+    sampler = Sampler(pol, min_reuse=2)
+    prompt = [[5, 6, 7, 8, 9, 10]]
+    a = sampler.generate(prompt, max_new_tokens=4, greedy=True, sessions=["k"])
+    nxt = [prompt[0] + a[0].response_ids + [11, 12]]
+    with torch.no_grad():
+        for p in pol.lm.parameters():
+            p.mul_(1.01)  # an in-place update, as an optimizer step does
+    before = sampler.reused_tokens
+    b = sampler.generate(nxt, max_new_tokens=4, greedy=True, sessions=["k"])
+    assert sampler.reused_tokens == before  # stale states are not used
+    with torch.no_grad():
+        out = pol.score(nxt, [b[0].response_ids])
+    assert torch.allclose(out.logprobs[0, : len(b[0].logprobs)], torch.tensor(b[0].logprobs), atol=1e-4)
+
+
+def test_sessions_must_be_one_distinct_key_per_prompt(tiny):
+    from stepgym.errors import InvalidArgument
+
+    lm, tok = tiny
+    sampler = Sampler(Policy(lm, tok, critic="none"))
+    with pytest.raises(InvalidArgument, match="distinct key"):
+        sampler.generate([[1, 2], [3, 4]], max_new_tokens=2, sessions=["a", "a"])
+    with pytest.raises(InvalidArgument, match="distinct key"):
+        sampler.generate([[1, 2], [3, 4]], max_new_tokens=2, sessions=["a"])
+
+
+def copy_lm(lm):
+    import copy
+
+    return copy.deepcopy(lm)
