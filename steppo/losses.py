@@ -7,7 +7,8 @@ the steps (a long response does not weigh more than a short one), and padding ne
 gradient, whatever values it holds.
 
 =====================  ===============================================================
-``step_policy_loss``   StepPO / GSPO: one ratio per step (geometric mean of token ratios)
+``step_policy_loss``   StepPO: one ratio per step (geometric mean of token ratios)
+``sequence_policy_loss`` GSPO: one ratio per sequence made of several step rows (a trajectory)
 ``token_policy_loss``  token-PPO: one ratio per token
 ``value_loss``         clipped critic loss, per step ``[N]`` or per token ``[N, L]``
 ``kl_penalty``         k3 estimate of KL(pi_theta || pi_ref)
@@ -35,6 +36,7 @@ from stepgym.errors import InvalidArgument
 
 __all__ = [
     "step_policy_loss",
+    "sequence_policy_loss",
     "token_policy_loss",
     "value_loss",
     "kl_penalty",
@@ -129,8 +131,8 @@ def step_policy_loss(
     of the sequence-level objective, ``d loss_t / d logp_i = -A_t * w_t / L_t`` while unclipped.
     The loss is the mean over tokens within a step, then the mean over steps.
 
-    GSPO is this loss with a trajectory-level advantage (``grpo_advantages`` broadcast to the
-    steps) and the tiny clips of sequence-level runs, :data:`GSPO_CLIP_LOW` / :data:`GSPO_CLIP_HIGH`.
+    GSPO takes the same ratio over a whole trajectory instead of one step: see
+    :func:`sequence_policy_loss`.
 
     Args:
         logprobs: ``[N, L]`` log-probs of the response tokens under the current policy (with grad).
@@ -179,6 +181,91 @@ def step_policy_loss(
     a = adv[real]
     _, cl_low, cl_high = _ppo_surrogate(w, a, clip_low, clip_high)
     stats = _ratio_stats(loss, w, cl_low, cl_high, log_ratio_tok.detach(), mask)
+    return loss, stats
+
+
+def sequence_policy_loss(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    response_mask: torch.Tensor,
+    advantages: torch.Tensor,
+    seq_ids: torch.Tensor,
+    clip_low: float = GSPO_CLIP_LOW,
+    clip_high: float = GSPO_CLIP_HIGH,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """GSPO: one importance ratio per SEQUENCE, where a sequence is several step rows.
+
+    In a multi-step episode the model's "sequence" is every response token of the
+    trajectory. Rows sharing a ``seq_ids`` value form one sequence ``y`` with ``|y|`` response
+    tokens in all; its ratio is the geometric mean of all their token ratios::
+
+        s = exp( (1 / |y|) * sum_{rows of y} sum_i log w_i )
+        loss_y = -min( s * A_y, clip(s, 1 - clip_low, 1 + clip_high) * A_y )
+
+    The loss is the mean over sequences (each weighs the same, however many steps or tokens
+    it has). As in :func:`step_policy_loss`, the ratio is applied per token with value ``s``
+    and a direct gradient to each token's log-prob, so ``d loss_y / d logp_i = -A_y s / |y|``
+    while unclipped. With one row per sequence this is exactly :func:`step_policy_loss`.
+    Every row of a sequence must be in the same call (the trainer batches whole trajectories).
+
+    Args:
+        logprobs: ``[N, L]`` log-probs of the response tokens under the current policy (with grad).
+        old_logprobs: ``[N, L]`` log-probs recorded at generation.
+        response_mask: ``[N, L]`` 1 on response tokens, 0 on padding.
+        advantages: ``[N]`` the sequence's advantage on each of its rows (they must agree).
+        seq_ids: ``[N]`` integer sequence (trajectory) id of each row.
+        clip_low: ``eps_low`` (default: GSPO's 3e-4).
+        clip_high: ``eps_high`` (default: GSPO's 4e-4).
+
+    Returns:
+        ``(loss, stats)`` with the keys of :func:`step_policy_loss`, ratio statistics taken over
+        sequences, plus ``n_seqs``.
+
+    Example:
+        >>> import torch
+        >>> # one trajectory of two steps: token log-ratios 0.3 | 0.0, 0.0 -> s = exp(0.3 / 3) = 1.1052
+        >>> lp = torch.tensor([[0.3, 0.0], [0.0, 0.0]], requires_grad=True)
+        >>> mask = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
+        >>> loss, s = sequence_policy_loss(lp, torch.zeros(2, 2), mask, torch.tensor([1.0, 1.0]),
+        ...                                torch.tensor([7, 7]), clip_low=0.2, clip_high=0.2)
+        >>> round(loss.item(), 4), round(s["ratio_mean"], 4), s["n_seqs"]
+        (-1.1052, 1.1052, 1.0)
+        >>> loss.backward(); [round(g, 4) for g in (lp.grad * mask).flatten().tolist()]  # -s / 3
+        [-0.3684, 0.0, -0.3684, -0.3684]
+    """
+    mask = _check_token_tensors(logprobs, old_logprobs, response_mask)
+    _check_clips(clip_low, clip_high)
+    N = logprobs.shape[0]
+    adv = torch.as_tensor(advantages, dtype=_acc_dtype(logprobs), device=logprobs.device).detach()
+    if adv.shape != (N,):
+        raise InvalidArgument(f"advantages: expected one value per row, shape ({N},), got {tuple(adv.shape)}")
+    sid = torch.as_tensor(seq_ids, device=logprobs.device)
+    if sid.shape != (N,) or sid.is_floating_point():
+        raise InvalidArgument(f"seq_ids: expected an integer tensor of shape ({N},), got {tuple(sid.shape)} {sid.dtype}")
+    uniq, inv = torch.unique(sid, return_inverse=True)
+    S = uniq.numel()
+    adv_seq = torch.zeros(S, dtype=adv.dtype, device=adv.device).index_reduce_(0, inv, adv, "amax", include_self=False)
+    adv_min = torch.zeros(S, dtype=adv.dtype, device=adv.device).index_reduce_(0, inv, adv, "amin", include_self=False)
+    if not torch.allclose(adv_seq, adv_min, atol=1e-6):
+        raise InvalidArgument("advantages: rows of the same sequence must share one advantage (GSPO)")
+    lp = _zero_pad(logprobs.to(_acc_dtype(logprobs)), mask)
+    old = _zero_pad(old_logprobs.detach().to(lp.dtype), mask)
+    log_ratio_tok = lp - old
+    n_row = mask.sum(dim=-1).to(lp.dtype)
+    n_seq = torch.zeros(S, dtype=lp.dtype, device=lp.device).index_add_(0, inv, n_row)
+    lr_seq = torch.zeros(S, dtype=lp.dtype, device=lp.device).index_add_(0, inv, log_ratio_tok.detach().sum(-1))
+    log_s = (lr_seq / n_seq.clamp(min=1)).clamp(-_MAX_LOG_RATIO, _MAX_LOG_RATIO)
+    ratio_tok = torch.exp(log_s[inv][:, None] + lp - lp.detach())
+    loss_tok, _, _ = _ppo_surrogate(ratio_tok, adv[:, None].expand_as(lp), clip_low, clip_high)
+    loss_row = _zero_pad(loss_tok, mask).sum(-1)
+    loss_seq = torch.zeros(S, dtype=lp.dtype, device=lp.device).index_add(0, inv, loss_row) / n_seq.clamp(min=1)
+    real = n_seq > 0
+    loss = loss_seq[real].sum() / real.sum().clamp(min=1).to(lp.dtype)
+
+    w = log_s.exp()[real]
+    _, cl_low, cl_high = _ppo_surrogate(w, adv_seq[real], clip_low, clip_high)
+    stats = _ratio_stats(loss, w, cl_low, cl_high, log_ratio_tok.detach(), mask)
+    stats["n_seqs"] = float(real.sum())
     return loss, stats
 
 

@@ -12,7 +12,8 @@ steppo                 step GAE            step (geo. mean)   step
 ppo                    token GAE           token              token
 steppo_no_step_gae     token GAE (mean)    step               token
 steppo_no_step_ratio   step GAE            token              step
-grpo / rloo / gspo     group baseline      token / step(gspo) none
+grpo / rloo            group baseline      token              none
+gspo                   group baseline      trajectory         none
 reinforce_pp           batch-norm returns  token              none
 gigpo                  episode + anchor    token              none
 =====================  ==================  =================  ======
@@ -72,7 +73,7 @@ ALGO_SPEC: dict[str, tuple[str, str, str]] = {
     "grpo": ("grpo", "token", "none"),
     "rloo": ("rloo", "token", "none"),
     "reinforce_pp": ("reinforce_pp", "token", "none"),
-    "gspo": ("grpo", "step", "none"),
+    "gspo": ("grpo", "sequence", "none"),
     "gigpo": ("gigpo", "token", "none"),
 }
 
@@ -551,6 +552,44 @@ class Trainer:
                 out[k:k + len(chunk), : lp.shape[1]] = lp
         return out
 
+    def _minibatches(self, steps: list, lengths: list[int], rng: np.random.Generator):
+        """One epoch's ``(minibatch, [(micro-batch row indices, loss weight), ...])`` list.
+
+        Rows are shuffled one by one, except for sequence-level ratios (GSPO), where whole
+        trajectories are the unit: every row of a trajectory lands in the same micro-batch,
+        and a micro-batch's loss weighs by its share of the minibatch's trajectories.
+        """
+        cfg = self.cfg
+        M = len(steps)
+        out = []
+        if self.ratio_kind != "sequence":
+            perm = rng.permutation(M)
+            for m0 in range(0, M, cfg.minibatch_size):
+                mb = sorted(perm[m0:m0 + cfg.minibatch_size].tolist(), key=lambda i: lengths[i])
+                micro = [(mb[u0:u0 + cfg.micro_batch_size], len(mb[u0:u0 + cfg.micro_batch_size]) / len(mb))
+                         for u0 in range(0, len(mb), cfg.micro_batch_size)]
+                out.append((mb, micro))
+            return out
+        rows_of: dict[int, list[int]] = defaultdict(list)
+        for i, s in enumerate(steps):
+            rows_of[s.traj_id].append(i)
+        trajs = list(rows_of.values())
+        order = [trajs[k] for k in rng.permutation(len(trajs))]
+
+        def pack(units: list[list[int]], size: int) -> list[list[list[int]]]:
+            groups: list[list[list[int]]] = [[]]
+            for u in units:
+                if groups[-1] and sum(len(x) for x in groups[-1]) + len(u) > size:
+                    groups.append([])
+                groups[-1].append(u)
+            return [g for g in groups if g]
+
+        for mb_units in pack(order, cfg.minibatch_size):
+            n_units = len(mb_units)
+            micro = [([i for u in g for i in u], len(g) / n_units) for g in pack(mb_units, cfg.micro_batch_size)]
+            out.append(([i for u in mb_units for i in u], micro))
+        return out
+
     def update(self, batch: RolloutBatch, it: int) -> dict[str, float]:
         """Advantages + ``epochs`` x minibatch clipped-surrogate updates; returns loss stats."""
         from steppo import losses as Lf
@@ -582,14 +621,11 @@ class Trainer:
         M = len(steps)
         lengths = [len(s.prompt_ids) + len(s.response_ids) for s in steps]
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        traj_ids = torch.tensor([s.traj_id for s in steps])
         for _epoch in range(cfg.epochs):
-            perm = rng.permutation(M)
-            for m0 in range(0, M, cfg.minibatch_size):
-                mb = sorted(perm[m0:m0 + cfg.minibatch_size].tolist(), key=lambda i: lengths[i])
+            for mb, micro in self._minibatches(steps, lengths, rng):
                 self.optimizer.zero_grad(set_to_none=True)
-                for u0 in range(0, len(mb), cfg.micro_batch_size):
-                    idx = mb[u0:u0 + cfg.micro_batch_size]
-                    w = len(idx) / len(mb)
+                for idx, w in micro:
                     chunk = [steps[i] for i in idx]
                     vmode = self.critic_kind if self.critic_kind != "none" else "none"
                     out = self.policy.score([s.prompt_ids for s in chunk], [s.response_ids for s in chunk],
@@ -598,7 +634,11 @@ class Trainer:
                     ii = torch.tensor(idx)
                     old = st.old_logprobs[ii, :Lc].to(dev)
                     mask = st.mask[ii, :Lc].to(dev)
-                    if self.ratio_kind == "step":
+                    if self.ratio_kind == "sequence":
+                        pl, pstats = Lf.sequence_policy_loss(out.logprobs, old, mask, st.step_adv[ii].to(dev),
+                                                             traj_ids[ii].to(dev), clip_low=clip_low,
+                                                             clip_high=clip_high)
+                    elif self.ratio_kind == "step":
                         pl, pstats = Lf.step_policy_loss(out.logprobs, old, mask, st.step_adv[ii].to(dev),
                                                          clip_low=clip_low, clip_high=clip_high)
                     else:

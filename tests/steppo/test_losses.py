@@ -15,6 +15,7 @@ from steppo.losses import (  # noqa: E402
     GSPO_CLIP_HIGH,
     GSPO_CLIP_LOW,
     kl_penalty,
+    sequence_policy_loss,
     step_policy_loss,
     token_policy_loss,
     value_loss,
@@ -137,6 +138,46 @@ def test_gspo_tiny_clips():
     assert stats["clip_frac"] == 1.0
     loss.backward()
     assert lp.grad.abs().max() == 0
+
+
+def test_sequence_loss_takes_one_ratio_over_all_steps_of_a_trajectory():
+    # trajectory 5 = rows 0, 2 (token log-ratios 0.4 | 0.2, 0.0 -> 3 tokens, s = exp(0.6 / 3) = exp(0.2))
+    # trajectory 9 = row 1 (log-ratios -0.1, -0.1 -> s = exp(-0.1)); no clipping at 0.5
+    lp = torch.tensor([[0.4, 0.0], [-0.1, -0.1], [0.2, 0.0]], requires_grad=True)
+    mask = torch.tensor([[1, 0], [1, 1], [1, 1]])
+    adv = torch.tensor([2.0, -1.0, 2.0])
+    loss, stats = sequence_policy_loss(lp, torch.zeros(3, 2), mask, adv, torch.tensor([5, 9, 5]),
+                                       clip_low=0.5, clip_high=0.5)
+    s5, s9 = math.exp(0.2), math.exp(-0.1)
+    # per sequence: -s * A; mean over the 2 sequences
+    assert math.isclose(loss.item(), (-2.0 * s5 + 1.0 * s9) / 2, rel_tol=1e-6)
+    assert stats["n_seqs"] == 2.0 and math.isclose(stats["ratio_max"], s5, rel_tol=1e-6)
+    loss.backward()
+    # d/dlogp_i = -A s / |y| / (number of sequences): traj 5 tokens -2 s5 / 3 / 2, traj 9 tokens s9 / 2 / 2
+    g5, g9 = -2.0 * s5 / 3 / 2, 1.0 * s9 / 2 / 2
+    assert torch.allclose(lp.grad, torch.tensor([[g5, 0.0], [g9, g9], [g5, g5]]), atol=1e-6)
+
+
+def test_sequence_loss_with_one_row_per_sequence_is_the_step_loss():
+    torch.manual_seed(0)
+    lp = (torch.randn(4, 5) * 0.1).requires_grad_()
+    old = torch.randn(4, 5) * 0.1
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0], [1, 1, 0, 0, 0]])
+    adv = torch.tensor([1.0, -0.5, 0.3, 2.0])
+    a, sa = sequence_policy_loss(lp, old, mask, adv, torch.arange(4), clip_low=0.05, clip_high=0.05)
+    b, sb = step_policy_loss(lp, old, mask, adv, clip_low=0.05, clip_high=0.05)
+    assert math.isclose(a.item(), b.item(), rel_tol=1e-6) and sa["clip_frac"] == sb["clip_frac"]
+    ga, = torch.autograd.grad(a, lp)
+    gb, = torch.autograd.grad(b, lp)
+    assert torch.allclose(ga, gb, atol=1e-7)
+
+
+def test_sequence_loss_rejects_disagreeing_advantages_and_bad_ids():
+    lp, mask = torch.zeros(2, 2), torch.ones(2, 2)
+    with pytest.raises(InvalidArgument, match="share one advantage"):
+        sequence_policy_loss(lp, lp, mask, torch.tensor([1.0, 0.0]), torch.tensor([3, 3]))
+    with pytest.raises(InvalidArgument, match="seq_ids"):
+        sequence_policy_loss(lp, lp, mask, torch.tensor([1.0, 1.0]), torch.tensor([0.5, 1.5]))
 
 
 def test_empty_steps_are_ignored_and_padding_gets_no_gradient():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 
 import pytest
@@ -46,7 +47,7 @@ def test_every_algorithm_gets_advantages_of_the_right_shape(algo):
     st = compute_advantages(cfg, steps, step_values=sv, token_values=tv, bootstrap={1: 0.25})
     kind, ratio, critic = ALGO_SPEC[algo]
     assert st.mask.shape == (4, 3) and st.mask.sum() == 10
-    if ratio == "step":
+    if ratio in ("step", "sequence"):
         assert st.step_adv.shape == (4,)
     else:
         assert st.token_adv.shape == (4, 3)
@@ -112,6 +113,28 @@ def test_baselines_run_one_iteration(tmp_path, algo):
     assert summary["iterations_done"] == 1 and len(rows) == 1
     assert "losses/policy" in rows[0] and ("losses/value" in rows[0]) == (algo == "ppo")
     assert os.path.exists(tmp_path / algo / "policy" / "config.json")
+
+
+def test_gspo_minibatches_keep_trajectories_whole(tmp_path):
+    import numpy as np
+
+    tr = Trainer(_cfg(tmp_path / "g", algo="gspo", minibatch_size=3, micro_batch_size=2))
+    assert tr.ratio_kind == "sequence"
+    # trajectories of 2, 1, 3 and 2 rows
+    traj = [0, 0, 1, 2, 2, 2, 3, 3]
+    steps = [StepRecord(prompt_ids=[1], response_ids=[2], logprobs=[-1.0], reward=0.0, traj_id=t, step_index=0,
+                        done=False) for t in traj]
+    batches = tr._minibatches(steps, [2] * len(steps), np.random.default_rng(0))
+    assert sorted(i for mb, _ in batches for i in mb) == list(range(len(steps)))
+    for mb, micro in batches:
+        assert sorted(i for idx, _ in micro for i in idx) == sorted(mb)
+        for idx, _ in micro:  # every trajectory of a micro-batch is complete
+            ts = {traj[i] for i in idx}
+            assert sorted(idx) == sorted(i for i, t in enumerate(traj) if t in ts)
+        # loss weights: each micro-batch's share of the minibatch's trajectories
+        n_traj = len({traj[i] for i in mb})
+        assert math.isclose(sum(w for _, w in micro), 1.0)
+        assert all(math.isclose(w, len({traj[i] for i in idx}) / n_traj) for idx, w in micro)
 
 
 @pytest.mark.parametrize("extra", [
