@@ -5,7 +5,9 @@ of turn or ``</tool_call>``), same ``max_new_tokens``; generated tokens/s counts
 each row really produced up to its stop. Everything runs side by side in one process,
 alternating, best of ``--repeats``. Two workloads:
 
-* ``single``: one call on the first-step prompts of ToolUse-v0 easy (chat template).
+* ``single``: one call on the first-step prompts of ToolUse-v0 easy (chat template), with
+  every row generating exactly ``--max-new-tokens`` (no stop: HF ``min_new_tokens`` = max),
+  so both engines do the same work whatever they sample.
 * ``rollout``: what the trainer really generates. ``--batch`` episodes of ToolUse-v0 easy
   (at most ``--episode-steps`` steps, history kept in the prompt) are collected with the
   trainer's collector and sampler, which keeps each episode's KV cache between steps. Every
@@ -63,7 +65,7 @@ def run_ours(sampler, prompts, max_new, seed):
     return sum(len(x.response_ids) for x in gens), dt
 
 
-def run_hf(model, tok, prompts, max_new, seed, eos_ids, stop_strings):
+def run_hf(model, tok, prompts, max_new, seed, eos_ids, stop_strings, fixed=False):
     B = len(prompts)
     S = max(len(p) for p in prompts)
     pad = tok.pad_token_id if tok.pad_token_id is not None else eos_ids[0]
@@ -77,10 +79,13 @@ def run_hf(model, tok, prompts, max_new, seed, eos_ids, stop_strings):
     with torch.inference_mode():
         out = model.generate(input_ids=ids, attention_mask=att, do_sample=True, temperature=1.0, top_k=0, top_p=1.0,
                              max_new_tokens=max_new, output_scores=True, return_dict_in_generate=True,
+                             min_new_tokens=max_new if fixed else None,
                              pad_token_id=pad, eos_token_id=eos_ids, stop_strings=list(stop_strings) or None,
                              tokenizer=tok)
     dt = time.perf_counter() - t
     gen = out.sequences[:, S:]
+    if fixed:
+        return gen.numel(), dt
     n = 0
     for row in gen.tolist():
         for k, tkn in enumerate(row):
@@ -115,19 +120,21 @@ def main() -> None:
     pol = Policy(lm, tok, critic="none")
     eos = end_of_turn_ids(tok, lm)
     sampler = Sampler(pol, stop_strings=args.stop, eos_ids=eos)
+    fixed_sampler = Sampler(pol, stop_strings=(), eos_ids=[])  # never stops before max_new_tokens
     if args.mode in ("single", "both"):
-        table = Table(title=f"one call: {args.model}, max_new_tokens={args.max_new_tokens}, threads={args.threads}")
+        table = Table(title=f"one call, fixed length: {args.model}, max_new_tokens={args.max_new_tokens}, threads={args.threads}")
         for col in ("batch", "prompt tokens (mean)", "HF generate tok/s", "steppo sampler tok/s", "speed-up"):
             table.add_column(col, justify="right")
         for B in args.batch:
             prompts = prompts_for(tok, B)
-            run_ours(sampler, prompts[:2], 4, 0)  # warm-up
-            run_hf(lm, tok, prompts[:2], 4, 0, eos, args.stop)
+            run_ours(fixed_sampler, prompts[:2], 4, 0)  # warm-up
+            run_hf(lm, tok, prompts[:2], 4, 0, eos, args.stop, fixed=True)
             ours, hf = [], []
             for r in range(args.repeats):
-                n, dt = run_hf(lm, tok, prompts, args.max_new_tokens, r, eos, args.stop)
+                n, dt = run_hf(lm, tok, prompts, args.max_new_tokens, r, eos, args.stop, fixed=True)
                 hf.append(n / dt)
-                n, dt = run_ours(sampler, prompts, args.max_new_tokens, r)
+                n, dt = run_ours(fixed_sampler, prompts, args.max_new_tokens, r)
+                assert n == len(prompts) * args.max_new_tokens
                 ours.append(n / dt)
             o, h = max(ours), max(hf)
             table.add_row(str(B), f"{statistics.mean(len(p) for p in prompts):.0f}", f"{h:.1f}", f"{o:.1f}",

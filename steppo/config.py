@@ -193,6 +193,8 @@ class TrainConfig(CommonConfig):
     top_p: float = _f(1.0, "nucleus sampling of rollouts (1 = off)", min=1e-3, max=1.0)
     epochs: int = _f(2, "passes over each iteration's steps", min=1)
     minibatch_size: int = _f(16, "steps per optimizer step", min=1)
+    pack_trajectories: bool = _f(True, "minibatches hold whole episodes, and steps that continue one another are "
+                                        "scored as one sequence (same values, fewer tokens)")
     clip_low: float = _f(-1.0, "lower ratio clip eps_low (-1 = the algorithm's default: 0.2, GSPO 3e-4)", min=-1.0)
     clip_high: float = _f(-1.0, "upper ratio clip eps_high (-1 = the algorithm's default: 0.2, GSPO 4e-4)", min=-1.0)
     kl_coef: float = _f(0.0, "KL penalty to the initial policy (k3 estimator; 0.001 is the reference value, 0 = off)",

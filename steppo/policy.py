@@ -30,7 +30,7 @@ from torch import nn
 
 from stepgym.errors import InvalidArgument
 
-__all__ = ["Policy", "Sampler", "Generation", "ScoreOutput", "pad_steps", "end_of_turn_ids"]
+__all__ = ["Policy", "Sampler", "Generation", "ScoreOutput", "pad_steps", "pack_steps", "end_of_turn_ids"]
 
 
 def _text_config(config: Any) -> Any:
@@ -121,6 +121,44 @@ def pad_steps(prompts: list[list[int]], responses: list[list[int]], pad_id: int,
             rmask[i, :k] = 1.0
         pos[i, k:] = len(p) - 1  # harmless index for padding rows
     return ids.to(device), att.to(device), pos.to(device), rid.to(device), rmask.to(device)
+
+
+def pack_steps(prompts: list[list[int]], responses: list[list[int]]) -> tuple[list[list[int]], list[int]]:
+    """Pack steps whose ``prompt + response`` is a prefix of another step's prompt.
+
+    In a multi-step episode the prompt of step t+1 usually starts with step t's prompt and
+    response; one sequence (the last step's prompt + response) then holds every earlier step,
+    and one causal forward pass over it gives each step's log-probs and values, exactly as
+    separate passes would. Returns ``(sequences, seq_of)``: ``seq_of[i]`` is the sequence that
+    holds step ``i``, whose response starts at position ``len(prompts[i])`` there.
+
+    Example:
+        >>> seqs, seq_of = pack_steps([[1, 2], [1, 2, 3, 4, 5], [9]], [[3, 4], [6], [8]])
+        >>> seqs, seq_of
+        ([[1, 2, 3, 4, 5, 6], [9, 8]], [0, 0, 1])
+    """
+    n = len(prompts)
+    full = [list(p) + list(r) for p, r in zip(prompts, responses)]
+    order = sorted(range(n), key=lambda i: len(full[i]), reverse=True)
+    seqs: list[list[int]] = []
+    seq_of = [0] * n
+    for i in order:  # longest first: a step joins the first sequence it is a prefix of
+        f = full[i]
+        for k, sq in enumerate(seqs):
+            if len(sq) >= len(f) and sq[: len(f)] == f:
+                seq_of[i] = k
+                break
+        else:
+            seq_of[i] = len(seqs)
+            seqs.append(f)
+    # number sequences by their first step, so the output does not depend on the sort
+    first: dict[int, int] = {}
+    for i in range(n):
+        first.setdefault(seq_of[i], len(first))
+    out = [[] for _ in seqs]
+    for k, j in first.items():
+        out[j] = seqs[k]
+    return out, [first[seq_of[i]] for i in range(n)]
 
 
 def _logprobs_from_hidden(lm_head: nn.Module, h: torch.Tensor, ids: torch.Tensor, temperature: float,
@@ -229,7 +267,7 @@ class Policy(nn.Module):
 
     # -- teacher forcing -------------------------------------------------------------
     def score(self, prompts: list[list[int]], responses: list[list[int]], *, values: str = "none",
-              entropy: bool = False, logprobs: bool = True) -> ScoreOutput:
+              entropy: bool = False, logprobs: bool = True, pack: bool = True) -> ScoreOutput:
         """Teacher-forced log-probs (and values) of ``responses`` given ``prompts``.
 
         Args:
@@ -239,15 +277,40 @@ class Policy(nn.Module):
                 ``"token"`` (V before each response token, ``[N, L]``).
             entropy: also return the per-token entropy of the tempered policy.
             logprobs: compute log-probs (False for critic-only passes).
+            pack: run steps that continue one another (see :func:`pack_steps`) as one
+                sequence; the outputs are the same, the forward pass is shorter.
         """
         dev = self.device
-        ids, att, pos, rid, rmask = pad_steps(prompts, responses, self.pad_id, dev)
+        n = len(prompts)
+        if pack and n > 1:
+            seqs, seq_of = pack_steps(prompts, responses)
+        else:
+            seqs, seq_of = [list(p) + list(r) for p, r in zip(prompts, responses)], list(range(n))
+        S = max(1, max(len(q) for q in seqs))
+        L = max(1, max(len(r) for r in responses))
+        ids = torch.full((len(seqs), S), self.pad_id, dtype=torch.long)
+        att = torch.zeros((len(seqs), S), dtype=torch.long)
+        for k, q in enumerate(seqs):
+            ids[k, : len(q)] = torch.tensor(q, dtype=torch.long)
+            att[k, : len(q)] = 1
+        flat = torch.zeros((n, L), dtype=torch.long)  # row of the flattened [seqs * S] hidden states
+        rid = torch.full((n, L), self.pad_id, dtype=torch.long)
+        rmask = torch.zeros((n, L), dtype=torch.float32)
+        for i, (p, r) in enumerate(zip(prompts, responses)):
+            k = len(r)
+            base = seq_of[i] * S + len(p) - 1
+            flat[i] = base  # padding positions read a harmless real position
+            if k:
+                flat[i, :k] = torch.arange(base, base + k)
+                rid[i, :k] = torch.tensor(r, dtype=torch.long)
+                rmask[i, :k] = 1.0
+        ids, att, flat, rid, rmask = ids.to(dev), att.to(dev), flat.to(dev), rid.to(dev), rmask.to(dev)
         out = ScoreOutput(logprobs=torch.zeros_like(rmask), mask=rmask)
         need_policy = logprobs or entropy or (values != "none" and self.critic_kind == "shared")
         H = None
         if need_policy:
             hidden = self.trunk(input_ids=ids, attention_mask=att, use_cache=False).last_hidden_state
-            H = hidden.gather(1, pos.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
+            H = hidden.reshape(-1, hidden.shape[-1])[flat]
             if logprobs or entropy:
                 lp, ent = _logprobs_from_hidden(self.lm_head, H, rid, self.temperature, entropy)
                 out.logprobs = lp * rmask
@@ -258,14 +321,8 @@ class Policy(nn.Module):
             if self.critic_kind == "separate":
                 if self.critic_trunk is None:  # invariant, not user input
                     raise RuntimeError('internal error: self.critic_trunk is None')
-                if values == "step":
-                    # the step value only needs the prompt
-                    pids, patt, ppos, _, _ = pad_steps(prompts, [[] for _ in prompts], self.pad_id, dev)
-                    ch = self.critic_trunk(input_ids=pids, attention_mask=patt, use_cache=False).last_hidden_state
-                    Hc = ch.gather(1, ppos[:, :1].unsqueeze(-1).expand(-1, -1, ch.shape[-1]))
-                else:
-                    ch = self.critic_trunk(input_ids=ids, attention_mask=att, use_cache=False).last_hidden_state
-                    Hc = ch.gather(1, pos.unsqueeze(-1).expand(-1, -1, ch.shape[-1]))
+                ch = self.critic_trunk(input_ids=ids, attention_mask=att, use_cache=False).last_hidden_state
+                Hc = ch.reshape(-1, ch.shape[-1])[flat]
             else:
                 Hc = H
             if Hc is None:  # invariant, not user input

@@ -555,14 +555,16 @@ class Trainer:
     def _minibatches(self, steps: list, lengths: list[int], rng: np.random.Generator):
         """One epoch's ``(minibatch, [(micro-batch row indices, loss weight), ...])`` list.
 
-        Rows are shuffled one by one, except for sequence-level ratios (GSPO), where whole
-        trajectories are the unit: every row of a trajectory lands in the same micro-batch,
-        and a micro-batch's loss weighs by its share of the minibatch's trajectories.
+        With ``pack_trajectories`` (and always for sequence-level ratios, GSPO) whole
+        trajectories are shuffled: every row of a trajectory lands in the same micro-batch,
+        where :meth:`Policy.score` runs its steps as one sequence. Otherwise rows are shuffled
+        one by one. A micro-batch's loss weighs by its share of the minibatch's rows (its share
+        of trajectories for GSPO, whose loss is a mean over trajectories).
         """
         cfg = self.cfg
         M = len(steps)
         out = []
-        if self.ratio_kind != "sequence":
+        if self.ratio_kind != "sequence" and not getattr(cfg, "pack_trajectories", False):
             perm = rng.permutation(M)
             for m0 in range(0, M, cfg.minibatch_size):
                 mb = sorted(perm[m0:m0 + cfg.minibatch_size].tolist(), key=lambda i: lengths[i])
@@ -584,10 +586,14 @@ class Trainer:
                 groups[-1].append(u)
             return [g for g in groups if g]
 
+        per_traj = self.ratio_kind == "sequence"
         for mb_units in pack(order, cfg.minibatch_size):
-            n_units = len(mb_units)
-            micro = [([i for u in g for i in u], len(g) / n_units) for g in pack(mb_units, cfg.micro_batch_size)]
-            out.append(([i for u in mb_units for i in u], micro))
+            mb = [i for u in mb_units for i in u]
+            micro = []
+            for g in pack(mb_units, cfg.micro_batch_size):
+                idx = [i for u in g for i in u]
+                micro.append((idx, len(g) / len(mb_units) if per_traj else len(idx) / len(mb)))
+            out.append((mb, micro))
         return out
 
     def update(self, batch: RolloutBatch, it: int) -> dict[str, float]:

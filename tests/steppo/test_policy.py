@@ -186,3 +186,36 @@ def copy_lm(lm):
     import copy
 
     return copy.deepcopy(lm)
+
+
+@pytest.mark.parametrize("critic", ["shared", "separate"])
+def test_packed_scoring_equals_step_by_step_scoring(tiny, critic):
+    from steppo.policy import pack_steps
+
+    lm, tok = tiny
+    torch.manual_seed(0)
+    pol = Policy(copy_lm(lm), tok, critic=critic, temperature=0.9)
+    # an episode of three steps (each prompt continues the last prompt + response), plus a lone step
+    p0 = [3, 4, 5, 6, 7]
+    r0 = [8, 9, 10]
+    p1 = p0 + r0 + [11, 12]
+    r1 = [13, 14]
+    p2 = p1 + r1 + [15]
+    r2 = [16, 17, 18, 19]
+    prompts, responses = [p1, [20, 21, 22], p0, p2], [r1, [23], r0, r2]
+    seqs, seq_of = pack_steps(prompts, responses)
+    assert len(seqs) == 2 and seq_of[0] == seq_of[2] == seq_of[3] != seq_of[1]
+    for values in ("step", "token"):
+        outs = []
+        for pack in (True, False):
+            pol.zero_grad(set_to_none=True)
+            o = pol.score(prompts, responses, values=values, entropy=True, pack=pack)
+            v = o.step_values if values == "step" else o.token_values
+            (o.logprobs.sum() + v.sum()).backward()
+            grads = [p.grad.clone() for p in pol.parameters() if p.grad is not None]
+            outs.append((o, v, grads))
+        (a, va, ga), (b, vb, gb) = outs
+        assert torch.allclose(a.logprobs, b.logprobs, atol=1e-5) and torch.equal(a.mask, b.mask)
+        assert torch.allclose(a.entropy, b.entropy, atol=1e-5)
+        assert torch.allclose(va, vb, atol=1e-5)
+        assert len(ga) == len(gb) > 0 and all(torch.allclose(x, y, atol=1e-4) for x, y in zip(ga, gb))

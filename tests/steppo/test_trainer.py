@@ -165,8 +165,8 @@ def _warm_start(tmp_path, epochs: int) -> str:
 def test_steppo_learns_after_a_weak_warm_start(tmp_path):
     """Seeded: behaviour cloning leaves ~40% success; a few StepPO iterations raise it."""
     init = _warm_start(tmp_path, epochs=6)
-    cfg = _cfg(tmp_path / "run", init=init, iterations=8, episodes_per_iteration=32, num_envs=16, lr=3e-4,
-               eval_every=8, eval_episodes=64, eval_temperature=1.0, save_every=0)
+    cfg = _cfg(tmp_path / "run", init=init, iterations=10, episodes_per_iteration=32, num_envs=16, lr=3e-4,
+               eval_every=10, eval_episodes=64, eval_temperature=1.0, save_every=0)
     Trainer(cfg).train()
     rows = read_metrics(str(tmp_path / "run" / "metrics.jsonl"))
     before, after = rows[0]["eval/success_rate"], rows[-1]["eval/success_rate"]
@@ -184,3 +184,21 @@ def test_steppo_learns_on_more_seeds(tmp_path, seed):
     Trainer(cfg).train()
     rows = read_metrics(str(tmp_path / "run" / "metrics.jsonl"))
     assert rows[-1]["eval/success_rate"] > rows[0]["eval/success_rate"]
+
+
+def test_packed_minibatches_hold_whole_episodes_and_weigh_rows(tmp_path):
+    import numpy as np
+
+    traj = [0, 0, 1, 2, 2, 2, 3, 3]
+    steps = [StepRecord(prompt_ids=[1], response_ids=[2], logprobs=[-1.0], reward=0.0, traj_id=t, step_index=0,
+                        done=False) for t in traj]
+    tr = Trainer(_cfg(tmp_path / "p", algo="steppo", minibatch_size=4, micro_batch_size=2))
+    for mb, micro in tr._minibatches(steps, [2] * len(steps), np.random.default_rng(1)):
+        for idx, w in micro:
+            ts = {traj[i] for i in idx}
+            assert sorted(idx) == sorted(i for i, t in enumerate(traj) if t in ts)
+            assert math.isclose(w, len(idx) / len(mb))
+    flat = Trainer(_cfg(tmp_path / "f", algo="steppo", minibatch_size=4, micro_batch_size=2, pack_trajectories=False))
+    sizes = [len(idx) for _, micro in flat._minibatches(steps, [2] * len(steps), np.random.default_rng(1))
+             for idx, _ in micro]
+    assert sizes == [2, 2, 2, 2]  # row by row
