@@ -4,7 +4,9 @@
     python bench/smollm2_iter.py --threads 2 --init runs/demo/sft  # after the demo's warm start
 
 Prints episodes, env steps, generated tokens, rollout / update / total seconds and
-episodes per second. ``--compact`` uses the short observation of the demo preset.
+episodes per second. ``--compact`` uses the short observation of the demo preset. By
+default it runs the trainer as shipped and then without the per-episode KV cache and
+trajectory packing (``--variants default no-reuse``), same seeds, one after the other.
 """
 
 from __future__ import annotations
@@ -23,6 +25,10 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--train-layers", type=int, default=0)
     ap.add_argument("--compact", action="store_true")
+    ap.add_argument("--variants", nargs="+", default=["default", "no-reuse"], choices=["default", "no-reuse"],
+                    help="default: the trainer as shipped; no-reuse: without the per-episode KV cache "
+                         "(--no-kv-reuse) and without trajectory packing (--no-pack-trajectories); "
+                         "run side by side, same seeds")
     args = ap.parse_args()
     import torch
 
@@ -35,27 +41,40 @@ def main() -> None:
     env_kw = {"difficulty": "easy"}
     if args.compact:
         env_kw.update({"tools": ["lookup"], "compact": True})
-    cfg = StepPOConfig(model=args.model, init=args.init, env_kwargs=env_kw, iterations=2, episodes_per_iteration=args.episodes,
-                       num_envs=args.episodes, max_new_tokens=args.max_new_tokens, epochs=1, minibatch_size=args.episodes * 10,
-                       micro_batch_size=8, train_layers=args.train_layers, out="runs/bench_smollm2_iter", overwrite=True,
-                       progress=False, tensorboard=False, eval_before=False, threads=args.threads)
-    tr = Trainer(cfg, console=Console(quiet=True))
-    t0 = time.perf_counter()
-    tr.setup()
-    t_setup = time.perf_counter() - t0
-    t = time.perf_counter()
-    row = tr.run_iteration(1)
-    total = time.perf_counter() - t
-    res = {
-        "model": args.model, "init": args.init or None, "threads": args.threads, "episodes": args.episodes,
-        "env_steps": tr.env_steps, "success_rate": row["charts/success_rate"],
-        "invalid_action_rate": row["charts/invalid_action_rate"],
-        "generated_tokens_per_step": row["charts/response_tokens"], "rollout_s": row["perf/rollout_s"],
-        "generation_tokens_per_s": row["perf/tokens_per_s"], "update_s": row["perf/update_s"],
-        "update_tokens_per_s": row["perf/update_tokens_per_s"], "iteration_s": total,
-        "episodes_per_s": args.episodes / total, "setup_s": t_setup,
-    }
-    print(json.dumps(res, indent=1))
+    results = []
+    for variant in args.variants:
+        reuse = variant == "default"
+        cfg = StepPOConfig(model=args.model, init=args.init, env_kwargs=env_kw, iterations=2,
+                           episodes_per_iteration=args.episodes, num_envs=args.episodes,
+                           max_new_tokens=args.max_new_tokens, epochs=1, minibatch_size=args.episodes * 10,
+                           micro_batch_size=8, train_layers=args.train_layers, out="runs/bench_smollm2_iter",
+                           overwrite=True, progress=False, tensorboard=False, eval_before=False, threads=args.threads,
+                           kv_reuse=reuse, pack_trajectories=reuse)
+        tr = Trainer(cfg, console=Console(quiet=True))
+        t0 = time.perf_counter()
+        tr.setup()
+        t_setup = time.perf_counter() - t0
+        t = time.perf_counter()
+        row = tr.run_iteration(1)
+        total = time.perf_counter() - t
+        res = {
+            "variant": variant, "model": args.model, "init": args.init or None, "threads": args.threads,
+            "episodes": args.episodes, "env_steps": tr.env_steps, "success_rate": row["charts/success_rate"],
+            "invalid_action_rate": row["charts/invalid_action_rate"],
+            "generated_tokens_per_step": row["charts/response_tokens"], "rollout_s": row["perf/rollout_s"],
+            "generation_tokens_per_s": row["perf/tokens_per_s"], "update_s": row["perf/update_s"],
+            "update_step_tokens_per_s": row["perf/update_tokens_per_s"], "iteration_s": total,
+            "episodes_per_s": args.episodes / total, "setup_s": t_setup,
+            "prompt_tokens_reused": tr.sampler.reused_tokens, "prompt_tokens_prefilled": tr.sampler.prefilled_tokens,
+        }
+        print(json.dumps(res, indent=1), flush=True)
+        results.append(res)
+        del tr
+    print("| variant | env steps | rollout s | generated tok/s | update s | iteration s | episodes/s |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for r in results:
+        print(f"| {r['variant']} | {r['env_steps']} | {r['rollout_s']:.1f} | {r['generation_tokens_per_s']:.1f} | "
+              f"{r['update_s']:.1f} | {r['iteration_s']:.1f} | {r['episodes_per_s']:.3f} |")
 
 
 if __name__ == "__main__":
