@@ -77,6 +77,15 @@ class Generator(ABC):
     def end_session(self, key: Any) -> None:
         """Drop the state kept for one episode (no-op for backends without sessions)."""
 
+    def bootstrap_values(self, prompts: list[list[int]], sessions: list[Any] | None = None) -> list[float] | None:
+        """V(s) of prompts whose episode was cut off, if this backend reads values (else None).
+
+        The collector calls it for truncated episodes before ending their session, so a
+        backend with a KV cache prefills only the last observation; the trainer computes
+        the missing ones itself.
+        """
+        return None
+
     def reset_sessions(self) -> None:
         """Drop the state kept for every episode (no-op for backends without sessions)."""
 
@@ -121,6 +130,14 @@ class LocalGenerator(Generator):
 
     def reset_sessions(self) -> None:
         self.sampler.reset_sessions()
+
+    def bootstrap_values(self, prompts: list[list[int]], sessions: list[Any] | None = None) -> list[float] | None:
+        if self.values == "none":
+            return None
+        # a one-token greedy step: its value is read at the last prompt token (no RNG used)
+        gens = self.sampler.generate(prompts, max_new_tokens=1, greedy=True, values="step",
+                                     sessions=sessions if self.supports_sessions else None)
+        return [g.step_value for g in gens]
 
     def generate(self, prompts: list[list[int]], params: SamplingParams,
                  sessions: list[Any] | None = None) -> list[Any]:
@@ -405,6 +422,11 @@ class InProcessCollector(RolloutCollector):
                         # s_{T+1} for the critic's bootstrap value
                         nxt, _ = self.prompt_builder.build(st["obs"], st["acts"])
                         rec.info["bootstrap_prompt_ids"] = nxt
+                        t0 = time.perf_counter()
+                        vals = self.generator.bootstrap_values([nxt], sessions=[k] if use_sessions else None)
+                        batch.generation_s += time.perf_counter() - t0
+                        if vals is not None and vals[0] is not None:
+                            rec.info["bootstrap_value"] = float(vals[0])
                     batch.episodes.append(EpisodeStats(
                         traj_id=traj_id_start + k, group_id=int(group_ids[k]), seed=int(seeds[k]),
                         episode_return=st["ret"], length=len(st["acts"]), success=bool(info.get("success", False)),

@@ -608,10 +608,13 @@ class Trainer:
         sv, tv = self._old_values(steps)
         boot: dict[int, float] = {}
         if self.critic_kind != "none":
-            trunc = [s for s in steps if s.truncated and "bootstrap_prompt_ids" in s.info]
+            # values read during the rollout (same weights) first; a forward pass for the rest
+            boot = {s.traj_id: float(s.info["bootstrap_value"]) for s in steps
+                    if s.truncated and "bootstrap_value" in s.info}
+            trunc = [s for s in steps if s.truncated and "bootstrap_prompt_ids" in s.info and s.traj_id not in boot]
             if trunc:
                 vals = self.policy.prompt_values([s.info["bootstrap_prompt_ids"] for s in trunc])
-                boot = {s.traj_id: float(v) for s, v in zip(trunc, vals)}
+                boot.update({s.traj_id: float(v) for s, v in zip(trunc, vals)})
         st = compute_advantages(cfg, steps, step_values=sv, token_values=tv, bootstrap=boot)
         if self.ref is not None:
             st.ref_logprobs = self._ref_logprobs(steps, st.mask.shape[1])

@@ -123,3 +123,21 @@ def test_kv_reuse_gives_the_same_greedy_rollout_with_less_prefill(parts):
     assert [s.prompt_ids for s in cached.steps] == [s.prompt_ids for s in plain.steps]
     assert max(e.length for e in cached.episodes) > 1  # later steps exist, so there was something to reuse
     assert reused1 > 0 and pre1 < pre0
+
+
+@pytest.mark.parametrize("reuse", [True, False])
+def test_truncated_episodes_carry_the_bootstrap_value_read_during_the_rollout(parts, reuse):
+    pol, tok = parts
+    gen = LocalGenerator(Sampler(pol, stop_strings=("</tool_call>",)), values="step", reuse_cache=reuse)
+    kw = dict(ENV_KW, max_steps=2)
+    col = InProcessCollector(make_env_fn("stepgym/ToolUse-v0", kw), gen, ChatPromptBuilder(tok, 2), num_envs=2)
+    batch = col.collect([1, 2, 3], [0, 1, 2], SamplingParams(max_new_tokens=6, seed=0))
+    col.close()
+    trunc = [s for s in batch.steps if s.truncated]
+    assert trunc, "the 2-step limit should cut some episode off"
+    expected = pol.prompt_values([s.info["bootstrap_prompt_ids"] for s in trunc])
+    got = torch.tensor([s.info["bootstrap_value"] for s in trunc])
+    assert torch.allclose(got, expected, atol=1e-4)
+    # a generator without a value head leaves it to the trainer
+    plain = LocalGenerator(Sampler(pol), values="none")
+    assert plain.bootstrap_values([[1, 2, 3]]) is None
