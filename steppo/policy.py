@@ -428,14 +428,6 @@ class _SessionKV:
     values: list[torch.Tensor]
 
 
-def _lcp(a: list[int], b: list[int]) -> int:
-    n = min(len(a), len(b))
-    k = 0
-    while k < n and a[k] == b[k]:
-        k += 1
-    return k
-
-
 def _top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
     sorted_logits, idx = torch.sort(logits, descending=True, dim=-1)
     probs = torch.softmax(sorted_logits, dim=-1)
@@ -644,7 +636,7 @@ class Sampler:
                 for i, key in enumerate(sessions):
                     sv = self._sessions.pop(key, None)
                     if sv is not None:
-                        c = min(_lcp(sv.ids, prompts[i]), len(prompts[i]) - 1)
+                        c = min(_common_prefix_len([sv.ids, prompts[i]]), len(prompts[i]) - 1)
                         if c >= self.min_reuse:
                             reuse[i], saved[i] = c, sv
             P = max(reuse)
