@@ -707,9 +707,12 @@ class Trainer:
         seeds, groups = self.iteration_seeds(it)
         params = SamplingParams(cfg.max_new_tokens, cfg.temperature, cfg.top_p,
                                 seed=int(np.random.default_rng([cfg.seed, it, 3]).integers(2**31)))
+        reused0, prefilled0 = self.sampler.reused_tokens, self.sampler.prefilled_tokens
         batch = self.collector.collect(seeds, groups, params, traj_id_start=it * cfg.episodes_per_iteration)
         if self._stop:
             raise _Interrupted()
+        reused = self.sampler.reused_tokens - reused0
+        prompt_tokens = reused + self.sampler.prefilled_tokens - prefilled0
         row: dict[str, Any] = {"iteration": it}
         row.update(batch.metrics("charts"))
         stats = self.update(batch, it)
@@ -721,6 +724,8 @@ class Trainer:
         row["charts/response_tokens"] = batch.generated_tokens / max(1, len(batch.steps))
         row["perf/tokens_per_s"] = batch.generated_tokens / max(batch.generation_s, 1e-9)
         row["perf/rollout_s"] = batch.wall_s
+        # share of prompt tokens served from KV caches instead of prefilled (kv_reuse, shared prefixes)
+        row["perf/prompt_cache_hit"] = reused / max(1, prompt_tokens)
         if (cfg.eval_every and it % cfg.eval_every == 0) or it == cfg.iterations:
             row.update(self.evaluate())
         row["perf/iteration_s"] = time.perf_counter() - t0

@@ -202,3 +202,15 @@ def test_packed_minibatches_hold_whole_episodes_and_weigh_rows(tmp_path):
     sizes = [len(idx) for _, micro in flat._minibatches(steps, [2] * len(steps), np.random.default_rng(1))
              for idx, _ in micro]
     assert sizes == [2, 2, 2, 2]  # row by row
+
+
+def test_prompt_cache_hit_is_reported_and_comes_from_kv_reuse(tmp_path):
+    hits = {}
+    for reuse in (True, False):
+        out = tmp_path / f"r{reuse}"
+        Trainer(_cfg(out, iterations=1, eval_before=False, save_every=0, kv_reuse=reuse)).train()
+        row = read_metrics(str(out / "metrics.jsonl"))[-1]
+        hits[reuse] = row["perf/prompt_cache_hit"]
+        assert 0.0 <= hits[reuse] <= 1.0
+    # the toy's second step extends the first one's prompt + response: most of it is cached
+    assert hits[True] > 0.3 and hits[True] > hits[False]
