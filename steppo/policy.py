@@ -589,6 +589,80 @@ class Sampler:
             new_cache = getattr(out, "cache", cache)
         return out.last_hidden_state[:, -1], new_cache
 
+    def _prefill_groups(self, rest: list[int]) -> list[list[int]]:
+        """Rows in one prefill batch, or two when padding to the longest rest would waste a lot."""
+        B = len(rest)
+        if B < 2:
+            return [list(range(B))]
+        order = sorted(range(B), key=lambda i: rest[i])
+        lens = [rest[i] for i in order]
+        single = B * lens[-1]
+        cost, k = min((j * lens[j - 1] + (B - j) * lens[-1], j) for j in range(1, B))
+        if cost > 0.6 * single:
+            return [list(range(B))]
+        return [order[:k], order[k:]]
+
+    def _prefill(self, prompts: list[list[int]], saved: list[_SessionKV | None], reuse: list[int],
+                 max_new_tokens: int):
+        """Prefill one group: returns (last hidden state, cache, attention mask, next positions)."""
+        pol = self.policy
+        dev = pol.device
+        B = len(prompts)
+        cache = _growing_cache(max_new_tokens + 1)
+        reuse = list(reuse)
+        P = max(reuse)
+        if P:
+            # row i: [pad (P - c_i) | its cached c_i positions]; pads are masked out
+            ref = next(sv for sv in saved if sv is not None)
+            for layer in range(len(ref.keys)):
+                H, _, D = ref.keys[layer].shape
+                K = ref.keys[layer].new_zeros((B, H, P, D))
+                V = ref.values[layer].new_zeros((B, H, P, D))
+                for i, sv in enumerate(saved):
+                    if sv is not None:
+                        K[i, :, P - reuse[i]:] = sv.keys[layer][:, : reuse[i]]
+                        V[i, :, P - reuse[i]:] = sv.values[layer][:, : reuse[i]]
+                cache.update(K, V, layer)
+        else:
+            P = _common_prefix_len(prompts) if (self.share_prefix and B > 1) else 0
+            P = min(P, min(len(p) for p in prompts) - 1)
+            if P < self.min_shared_prefix:
+                P = 0
+            if P:  # prefilled once and repeated over the batch
+                pre = torch.tensor([prompts[0][:P]], dtype=torch.long, device=dev)
+                _, cache = self._forward(pre, torch.ones_like(pre), torch.arange(P, device=dev)[None], cache)
+                cache.batch_repeat_interleave(B)
+                reuse = [P] * B
+        # the rest of each prompt, left-padded after the cached part
+        rest = [p[c:] for p, c in zip(prompts, reuse)]
+        prefilled = sum(len(r) for r in rest) + (P if all(sv is None for sv in saved) else 0)
+        self.prefilled_tokens += prefilled
+        self.reused_tokens += sum(len(p) for p in prompts) - prefilled
+        R = max(len(r) for r in rest)
+        ids = torch.full((B, R), pol.pad_id, dtype=torch.long)
+        m = torch.zeros((B, P + R), dtype=torch.long)
+        for i, r in enumerate(rest):
+            m[i, P - reuse[i]:P] = 1
+            ids[i, R - len(r):] = torch.tensor(r, dtype=torch.long)
+            m[i, P + R - len(r):] = 1
+        ids, m = ids.to(dev), m.to(dev)
+        pos_all = (m.cumsum(-1) - 1).clamp(min=0)
+        h, cache = self._forward(ids, m, pos_all[:, P:], cache)
+        return h, cache, m, pos_all[:, -1] + 1
+
+    def _merge(self, parts: list[tuple], max_new_tokens: int):
+        """One batch from separately prefilled groups: caches and masks left-padded to one width."""
+        W = max(m.shape[1] for _, _, m, _ in parts)
+        cache = _growing_cache(max_new_tokens + 1)
+        for layer in range(len(parts[0][1].layers)):
+            ks = [nn.functional.pad(c.layers[layer].keys, (0, 0, W - m.shape[1], 0)) for _, c, m, _ in parts]
+            vs = [nn.functional.pad(c.layers[layer].values, (0, 0, W - m.shape[1], 0)) for _, c, m, _ in parts]
+            cache.update(torch.cat(ks), torch.cat(vs), layer)
+        m = torch.cat([nn.functional.pad(m, (W - m.shape[1], 0)) for _, _, m, _ in parts])
+        h = torch.cat([p[0] for p in parts])
+        next_pos = torch.cat([p[3] for p in parts])
+        return h, cache, m, next_pos
+
     @torch.inference_mode()
     def generate(self, prompts: list[list[int]], *, max_new_tokens: int = 64, temperature: float | None = None,
                  top_p: float = 1.0, generator: torch.Generator | None = None, values: str = "none",
@@ -627,7 +701,6 @@ class Sampler:
         want_v = values != "none" and pol.critic_kind == "shared"
         B = len(prompts)
         try:
-            cache = _growing_cache(max_new_tokens + 1)
             # 1) cached prefixes: each row's session states, else the batch's common prefix
             reuse = [0] * B
             saved: list[_SessionKV | None] = [None] * B
@@ -639,51 +712,22 @@ class Sampler:
                         c = min(_common_prefix_len([sv.ids, prompts[i]]), len(prompts[i]) - 1)
                         if c >= self.min_reuse:
                             reuse[i], saved[i] = c, sv
-            P = max(reuse)
-            if P:
-                # row i: [pad (P - c_i) | its cached c_i positions]; pads are masked out
-                ref = next(sv for sv in saved if sv is not None)
-                for layer in range(len(ref.keys)):
-                    H, _, D = ref.keys[layer].shape
-                    K = ref.keys[layer].new_zeros((B, H, P, D))
-                    V = ref.values[layer].new_zeros((B, H, P, D))
-                    for i, sv in enumerate(saved):
-                        if sv is not None:
-                            K[i, :, P - reuse[i]:] = sv.keys[layer][:, : reuse[i]]
-                            V[i, :, P - reuse[i]:] = sv.values[layer][:, : reuse[i]]
-                    cache.update(K, V, layer)
+            # 2) the rest of each prompt. Rows whose rest is much longer than the others' (a new
+            # episode among continuing ones) are prefilled apart, so the others are not padded
+            # to their length; the two caches are then merged into one batch.
+            groups = self._prefill_groups([len(p) - c for p, c in zip(prompts, reuse)])
+            parts = [self._prefill([prompts[i] for i in g], [saved[i] for i in g], [reuse[i] for i in g],
+                                   max_new_tokens) for g in groups]
+            active = [i for g in groups for i in g]  # original row index of each cache row
+            if len(parts) == 1:
+                h, cache, m, next_pos = parts[0]
             else:
-                P = _common_prefix_len(prompts) if (self.share_prefix and B > 1) else 0
-                P = min(P, min(len(p) for p in prompts) - 1)
-                if P < self.min_shared_prefix:
-                    P = 0
-                if P:  # prefilled once and repeated over the batch
-                    pre = torch.tensor([prompts[0][:P]], dtype=torch.long, device=dev)
-                    _, cache = self._forward(pre, torch.ones_like(pre), torch.arange(P, device=dev)[None], cache)
-                    cache.batch_repeat_interleave(B)
-                    reuse = [P] * B
-            # 2) the rest of each prompt, left-padded after the cached part
-            rest = [p[c:] for p, c in zip(prompts, reuse)]
-            prefilled = sum(len(r) for r in rest) + (P if all(sv is None for sv in saved) else 0)
-            self.prefilled_tokens += prefilled
-            self.reused_tokens += sum(len(p) for p in prompts) - prefilled
-            R = max(len(r) for r in rest)
-            ids = torch.full((B, R), pol.pad_id, dtype=torch.long)
-            m = torch.zeros((B, P + R), dtype=torch.long)
-            for i, r in enumerate(rest):
-                m[i, P - reuse[i]:P] = 1
-                ids[i, R - len(r):] = torch.tensor(r, dtype=torch.long)
-                m[i, P + R - len(r):] = 1
-            ids, m = ids.to(dev), m.to(dev)
-            pos_all = (m.cumsum(-1) - 1).clamp(min=0)
-            h, cache = self._forward(ids, m, pos_all[:, P:], cache)
-            next_pos = pos_all[:, -1] + 1
+                h, cache, m, next_pos = self._merge(parts, max_new_tokens)
 
             out_ids: list[list[int]] = [[] for _ in range(B)]
             out_lp: list[list[float]] = [[] for _ in range(B)]
             out_v: list[list[float]] = [[] for _ in range(B)]
             reason = ["length"] * B
-            active = list(range(B))  # original row index of each cache row
             eos = torch.tensor(self.eos_ids or [-1], device=dev)
             lm_head = pol.lm_head
             for t in range(max_new_tokens):

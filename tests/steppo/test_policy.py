@@ -219,3 +219,32 @@ def test_packed_scoring_equals_step_by_step_scoring(tiny, critic):
         assert torch.allclose(a.entropy, b.entropy, atol=1e-5)
         assert torch.allclose(va, vb, atol=1e-5)
         assert len(ga) == len(gb) > 0 and all(torch.allclose(x, y, atol=1e-4) for x, y in zip(ga, gb))
+
+
+def test_a_new_long_prompt_among_cached_rows_is_prefilled_apart_and_stays_exact(tiny):
+    lm, tok = tiny
+    pol = Policy(lm, tok, critic="shared")
+    sampler = Sampler(pol, min_reuse=4)
+    g = torch.Generator().manual_seed(4)
+    short = [[5 + i, 6, 7, 8, 9, 10, 11, 12] for i in range(3)]
+    first = sampler.generate(short, max_new_tokens=5, generator=g, sessions=[0, 1, 2])
+    # rows 0-2 continue (a few new tokens each); row 3 is a new episode with a long prompt
+    nxt = [p + f.response_ids + [13, 14] for p, f in zip(short, first)]
+    nxt.append(list(range(20, 120)))
+    assert sampler._prefill_groups([2, 2, 2, 100]) == [[0, 1, 2], [3]]
+    assert sampler._prefill_groups([50, 52, 49, 51]) == [[0, 1, 2, 3]]
+    before = sampler.prefilled_tokens
+    out = sampler.generate(nxt, max_new_tokens=6, generator=g, sessions=[0, 1, 2, 3], values="step")
+    assert sampler.prefilled_tokens - before <= 100 + 3 * 8  # nobody padded to the long row
+    with torch.no_grad():
+        ref = pol.score(nxt, [o.response_ids for o in out], values="step")
+    for i, o in enumerate(out):
+        n = len(o.response_ids)
+        assert torch.allclose(ref.logprobs[i, :n], torch.tensor(o.logprobs), atol=1e-4), i
+        assert abs(float(ref.step_values[i]) - o.step_value) < 1e-4, i
+    # greedy output does not depend on how the rows were grouped
+    sampler.reset_sessions()
+    plain = Sampler(pol, share_prefix=False).generate(nxt, max_new_tokens=6, greedy=True)
+    sampler.generate(short, max_new_tokens=5, generator=torch.Generator().manual_seed(4), sessions=[0, 1, 2])
+    grouped = sampler.generate(nxt, max_new_tokens=6, greedy=True, sessions=[0, 1, 2, 3])
+    assert [x.response_ids for x in grouped] == [x.response_ids for x in plain]
