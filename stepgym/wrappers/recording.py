@@ -16,8 +16,9 @@ so a process killed mid-episode (while the model generates, where rollouts spend
 time) loses that episode but leaves no half-written line behind, and several processes
 can append to one file. A write can still be cut short when the kill lands inside that one
 ``write`` call of a large episode (Linux stops a write to a file page by page on SIGKILL)
-or the disk fills up; the next open by this wrapper removes such a partial tail and
-:func:`read_trajectories` skips it. Any text a model emits is recorded: lone surrogates become ``\\udXXX`` escapes
+or the disk fills up; the next open by this wrapper removes such a partial tail, a writer
+that finds the file ending in one starts its own lines on a fresh line (so a torn line never
+swallows another writer's episode), and :func:`read_trajectories` skips it. Any text a model emits is recorded: lone surrogates become ``\\udXXX`` escapes
 instead of crashing the writer, and values JSON cannot hold are written as their ``repr``.
 """
 
@@ -145,7 +146,7 @@ class RecordTrajectories(gym.Wrapper):
         self.record_prompt = bool(record_prompt)
         self.fsync = bool(fsync)
         self.run_id = uuid.uuid4().hex[:8]
-        self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         self._buffer: list[bytes] = []
         self._episode = -1
         self._t = 0
@@ -171,6 +172,9 @@ class RecordTrajectories(gym.Wrapper):
             return
         data = b"".join(self._buffer)
         self._buffer = []
+        size = os.fstat(self._fd).st_size
+        if size and os.pread(self._fd, 1, size - 1) != b"\n":
+            data = b"\n" + data  # another writer was killed mid-write: keep our lines whole
         view = memoryview(data)
         while view:
             n = os.write(self._fd, view)

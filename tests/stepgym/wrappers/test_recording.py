@@ -130,6 +130,21 @@ def test_partial_tail_is_repaired_on_open_and_skipped_on_read(tmp_path):
     assert skipped == 0 and len(episodes) == 2
 
 
+def test_a_line_torn_by_another_writer_does_not_swallow_the_next_episode(tmp_path):
+    path = tmp_path / "rec.jsonl"
+    env = RecordTrajectories(CountEnv(), path)  # opened before the other writer's write is cut short
+    with open(path, "ab") as f:
+        f.write(b'{"run": "killed", "episode": 0, "st')  # no newline: its writer died mid-write
+    play(env, 3)
+    env.close()
+    data = path.read_bytes()
+    assert data.endswith(b"\n") and data.count(b'"run": "killed"') == 1
+    episodes, skipped = read_recording(path)
+    assert skipped == 1  # the torn line alone
+    assert len(episodes) == 1 and episodes[0]["steps"][-1]["terminated"]
+    assert [st["step"] for st in episodes[0]["steps"]] == list(range(len(episodes[0]["steps"])))
+
+
 def test_replay_command(tmp_path, capsys):
     path = tmp_path / "rec.jsonl"
     env = RecordTrajectories(StepPenalty(CountEnv(), 0.01), path)
