@@ -121,6 +121,16 @@ def test_train_layers_freezes_the_rest(tiny):
     assert all(p.requires_grad for p in pol.critic_parameters())
 
 
+def _assert_teacher_forced_match(pol, prompts, gens):
+    """The sampler's log-probs and step values equal a teacher-forced pass of the same ids."""
+    with torch.no_grad():
+        ref = pol.score(prompts, [g.response_ids for g in gens], values="step")
+    for i, g in enumerate(gens):
+        n = len(g.response_ids)
+        assert torch.allclose(ref.logprobs[i, :n], torch.tensor(g.logprobs), atol=1e-4), i
+        assert abs(float(ref.step_values[i]) - g.step_value) < 1e-4, i
+
+
 def test_session_cache_reuses_the_previous_step_and_keeps_logprobs_exact(tiny):
     lm, tok = tiny
     pol = Policy(lm, tok, critic="shared", temperature=0.9)
@@ -141,12 +151,7 @@ def test_session_cache_reuses_the_previous_step_and_keeps_logprobs_exact(tiny):
     # rows 0 and 1 reuse their whole cached sequence; row 2 has under min_reuse tokens in common
     assert reused >= len(first[0]) + len(first[1])
     assert prefilled <= len(second[2]) + 2 * len(obs) + 2
-    with torch.no_grad():
-        out = pol.score(second, [x.response_ids for x in b], values="step")
-    for i, x in enumerate(b):
-        n = len(x.response_ids)
-        assert torch.allclose(out.logprobs[i, :n], torch.tensor(x.logprobs), atol=1e-4), i
-        assert abs(float(out.step_values[i]) - x.step_value) < 1e-4, i
+    _assert_teacher_forced_match(pol, second, b)
     sampler.end_session("ep0")
     assert sampler.num_sessions == 2
     sampler.reset_sessions()
@@ -236,12 +241,7 @@ def test_a_new_long_prompt_among_cached_rows_is_prefilled_apart_and_stays_exact(
     before = sampler.prefilled_tokens
     out = sampler.generate(nxt, max_new_tokens=6, generator=g, sessions=[0, 1, 2, 3], values="step")
     assert sampler.prefilled_tokens - before <= 100 + 3 * 8  # nobody padded to the long row
-    with torch.no_grad():
-        ref = pol.score(nxt, [o.response_ids for o in out], values="step")
-    for i, o in enumerate(out):
-        n = len(o.response_ids)
-        assert torch.allclose(ref.logprobs[i, :n], torch.tensor(o.logprobs), atol=1e-4), i
-        assert abs(float(ref.step_values[i]) - o.step_value) < 1e-4, i
+    _assert_teacher_forced_match(pol, nxt, out)
     # greedy output does not depend on how the rows were grouped
     sampler.reset_sessions()
     plain = Sampler(pol, share_prefix=False).generate(nxt, max_new_tokens=6, greedy=True)
