@@ -721,15 +721,7 @@ class Sandbox:
         try:
             return self._communicate(proc, code.encode("utf-8", "replace"), t0)
         finally:
-            _kill_group(proc)
-            for f in (proc.stdin, proc.stdout, proc.stderr):
-                try:
-                    if f is not None:
-                        f.close()
-                except OSError:
-                    pass
-            if workdir:
-                shutil.rmtree(workdir, ignore_errors=True)
+            _finish_quietly(proc, workdir)
 
     def _communicate(self, proc: subprocess.Popen, payload: bytes, t0: float) -> RunResult:
         lim = self.limits
@@ -810,7 +802,7 @@ class Sandbox:
 
 
 def _finish_quietly(proc: subprocess.Popen, workdir: str | None) -> None:
-    """Kill an unused child and remove its temp dir."""
+    """Kill a child (used or not), close its pipes, reap it and remove its temp dir."""
     _kill_group(proc)
     for f in (proc.stdin, proc.stdout, proc.stderr):
         try:
