@@ -39,7 +39,7 @@ def run_one(algo: str, seed: int, init: str, out: str, budget: int, threads: int
             temperature: float = 1.0, env: str = "stepgym/ToolUse-v0", env_kw: dict | None = None,
             stop: tuple = ("</tool_call>",), max_new: int = 48, episodes: int = 16,
             eval_temperature: float = 0.0, gamma: float = 1.0, critic: str = "shared",
-            kl_coef: float = 0.0) -> list[dict]:
+            kl_coef: float = 0.0, bootstrap_truncated: bool = True) -> list[dict]:
     from steppo.config import make_train_config
     from steppo.trainer import Trainer, read_metrics
 
@@ -50,7 +50,7 @@ def run_one(algo: str, seed: int, init: str, out: str, budget: int, threads: int
         iterations=100, max_env_steps=budget, stop_strings=stop,
         episodes_per_iteration=episodes, group_size=group, num_envs=16, max_new_tokens=max_new, max_history_turns=2, lr=lr, temperature=temperature,
         eval_every=2, eval_episodes=32 if eval_temperature == 0 else 64, eval_temperature=eval_temperature, out=out, overwrite=True, progress=False, tensorboard=False, save_every=0,
-        threads=threads, gamma=gamma, kl_coef=kl_coef, **({} if critic_free else {"critic": critic}),
+        threads=threads, gamma=gamma, kl_coef=kl_coef, **({} if critic_free else {"critic": critic, "bootstrap_truncated": bootstrap_truncated}),
     ))
     from rich.console import Console
 
@@ -89,6 +89,8 @@ def main() -> None:
     ap.add_argument("--gamma", type=float, default=1.0, help="discount over steps")
     ap.add_argument("--critic", default="shared", choices=["shared", "separate"], help="critic of steppo/ppo")
     ap.add_argument("--kl-coef", type=float, default=0.0, help="KL penalty to the warm start")
+    ap.add_argument("--no-bootstrap-truncated", dest="bootstrap_truncated", action="store_false",
+                    help="steppo/ppo: treat the env's step limit as the end of the task (value 0)")
     args = ap.parse_args()
     import torch
 
@@ -114,7 +116,7 @@ def main() -> None:
             t = time.time()
             rows = run_one(algo, seed, init, os.path.join(args.out, f"{algo}_s{seed}"), args.budget, args.threads, args.lr,
                           args.temperature, args.env, env_kw, stop, args.max_new_tokens, args.episodes_per_iteration,
-                          args.eval_temperature, args.gamma, args.critic, args.kl_coef)
+                          args.eval_temperature, args.gamma, args.critic, args.kl_coef, args.bootstrap_truncated)
             xs, ys = curve(rows)
             res = {"env_steps": xs, "eval_success": ys, "final": ys[-1], "initial": ys[0], "auc": auc(xs, ys),
                    "seconds": time.time() - t, "iterations": max(r["iteration"] for r in rows)}

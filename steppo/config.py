@@ -247,6 +247,9 @@ class StepPOConfig(TrainConfig):
     vf_coef: float = _f(0.5, "value-loss coefficient", min=0.0)
     value_clip: float = _f(0.5, "value clipping eps_v (0 disables it)", min=0.0)
     normalize_advantages: bool = _f(True, "normalise advantages over the batch's step rows (token rows for ppo)")
+    bootstrap_truncated: bool = _f(True, "an episode cut by the env's step limit (truncated) ends with the critic's "
+                                         "V(s_T+1); off: the step limit is part of the task and such an episode "
+                                         "ends with value 0, like a terminated one")
 
     family: ClassVar[str] = "actor_critic"
     algos: ClassVar[tuple[str, ...]] = ACTOR_CRITIC_ALGOS

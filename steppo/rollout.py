@@ -338,6 +338,8 @@ class InProcessCollector(RolloutCollector):
         self.envs: list[gym.Env] = []
         #: polled between env steps; when it returns True the collection stops early
         self.should_stop: Callable[[], bool] | None = None
+        #: read the critic's V(s_T+1) of truncated episodes while their cache is warm
+        self.read_bootstrap = True
 
     def _env(self, k: int) -> gym.Env:
         while len(self.envs) <= k:
@@ -418,7 +420,7 @@ class InProcessCollector(RolloutCollector):
                 )
                 steps_by_ep[k].append(rec)
                 if done:
-                    if rec.truncated:
+                    if rec.truncated and self.read_bootstrap:
                         # s_{T+1} for the critic's bootstrap value
                         nxt, _ = self.prompt_builder.build(st["obs"], st["acts"])
                         rec.info["bootstrap_prompt_ids"] = nxt

@@ -390,6 +390,7 @@ class Trainer:
                                         reuse_cache=cfg.kv_reuse)
         self.collector = InProcessCollector(self.env_fn, self.generator, self.prompt_builder, cfg.num_envs)
         self.collector.should_stop = lambda: self._stop  # type: ignore[attr-defined]
+        self.collector.read_bootstrap = self.critic_kind != "none" and getattr(cfg, "bootstrap_truncated", True)
         if cfg.resume:
             self._load_latest_checkpoint()
         if cfg.tensorboard:
@@ -607,7 +608,7 @@ class Trainer:
         t0 = time.perf_counter()
         sv, tv = self._old_values(steps)
         boot: dict[int, float] = {}
-        if self.critic_kind != "none":
+        if self.critic_kind != "none" and getattr(cfg, "bootstrap_truncated", True):
             # values read during the rollout (same weights) first; a forward pass for the rest
             boot = {s.traj_id: float(s.info["bootstrap_value"]) for s in steps
                     if s.truncated and "bootstrap_value" in s.info}

@@ -214,3 +214,28 @@ def test_prompt_cache_hit_is_reported_and_comes_from_kv_reuse(tmp_path):
         assert 0.0 <= hits[reuse] <= 1.0
     # the toy's second step extends the first one's prompt + response: most of it is cached
     assert hits[True] > 0.3 and hits[True] > hits[False]
+
+
+@pytest.mark.parametrize("bootstrap", [True, False])
+def test_bootstrap_truncated_decides_the_value_after_the_step_limit(tmp_path, monkeypatch, bootstrap):
+    import steppo.trainer as T
+
+    seen = []
+
+    def spy(cfg, steps, **kw):
+        seen.append((steps, kw["bootstrap"]))
+        return compute_advantages(cfg, steps, **kw)
+
+    monkeypatch.setattr(T, "compute_advantages", spy)
+    tr = Trainer(_cfg(tmp_path / "b", env_kwargs={"max_steps": 1}, iterations=1, eval_before=False, save_every=0,
+                      bootstrap_truncated=bootstrap))
+    tr.train()
+    (steps, boot), = seen
+    trunc = {s.traj_id for s in steps if s.truncated}
+    assert trunc, "a 1-step limit cuts every episode that did not finish"
+    assert all(("bootstrap_value" in s.info) == bootstrap for s in steps if s.truncated)
+    if bootstrap:  # the critic's V(s_T+1), read during the rollout
+        assert set(boot) == trunc
+        assert all(boot[s.traj_id] == s.info["bootstrap_value"] for s in steps if s.truncated)
+    else:  # the step limit ends the task: value 0
+        assert boot == {}
