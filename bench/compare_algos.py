@@ -39,7 +39,7 @@ def run_one(algo: str, seed: int, init: str, out: str, budget: int, threads: int
             temperature: float = 1.0, env: str = "stepgym/ToolUse-v0", env_kw: dict | None = None,
             stop: tuple = ("</tool_call>",), max_new: int = 48, episodes: int = 16,
             eval_temperature: float = 0.0, gamma: float = 1.0, critic: str = "shared",
-            kl_coef: float = 0.0, bootstrap_truncated: bool = True) -> list[dict]:
+            kl_coef: float = 0.0, bootstrap_truncated: bool = True, clip: tuple = (-1.0, -1.0)) -> list[dict]:
     from steppo.config import make_train_config
     from steppo.trainer import Trainer, read_metrics
 
@@ -49,8 +49,8 @@ def run_one(algo: str, seed: int, init: str, out: str, budget: int, threads: int
         algo=algo, model="tiny", init=init, env=env, env_kwargs=ENV_KW if env_kw is None else env_kw, seed=seed,
         iterations=100, max_env_steps=budget, stop_strings=stop,
         episodes_per_iteration=episodes, group_size=group, num_envs=16, max_new_tokens=max_new, max_history_turns=2, lr=lr, temperature=temperature,
-        eval_every=2, eval_episodes=32 if eval_temperature == 0 else 64, eval_temperature=eval_temperature, out=out, overwrite=True, progress=False, tensorboard=False, save_every=0,
-        threads=threads, gamma=gamma, kl_coef=kl_coef, **({} if critic_free else {"critic": critic, "bootstrap_truncated": bootstrap_truncated}),
+        eval_every=2, eval_episodes=64, eval_temperature=eval_temperature, out=out, overwrite=True, progress=False, tensorboard=False, save_every=0,
+        threads=threads, gamma=gamma, kl_coef=kl_coef, clip_low=clip[0], clip_high=clip[1], **({} if critic_free else {"critic": critic, "bootstrap_truncated": bootstrap_truncated}),
     ))
     from rich.console import Console
 
@@ -78,6 +78,7 @@ def main() -> None:
     ap.add_argument("--out", default="runs/compare_algos")
     ap.add_argument("--warm-episodes", type=int, default=512)
     ap.add_argument("--warm-epochs", type=int, default=10)
+    ap.add_argument("--init", default="", help="use this warm start (a `stepgym sft` output) instead of making one")
     ap.add_argument("--png", default="docs/img/compare_algos.png")
     ap.add_argument("--env", default="stepgym/ToolUse-v0")
     ap.add_argument("--env-kwargs", default=json.dumps(ENV_KW))
@@ -89,6 +90,8 @@ def main() -> None:
     ap.add_argument("--gamma", type=float, default=1.0, help="discount over steps")
     ap.add_argument("--critic", default="shared", choices=["shared", "separate"], help="critic of steppo/ppo")
     ap.add_argument("--kl-coef", type=float, default=0.0, help="KL penalty to the warm start")
+    ap.add_argument("--clip", nargs=2, type=float, default=[-1.0, -1.0], metavar=("LOW", "HIGH"),
+                    help="ratio clip eps_low eps_high (-1 = the algorithm's default)")
     ap.add_argument("--no-bootstrap-truncated", dest="bootstrap_truncated", action="store_false",
                     help="steppo/ppo: treat the env's step limit as the end of the task (value 0)")
     args = ap.parse_args()
@@ -101,8 +104,8 @@ def main() -> None:
     t0 = time.time()
     env_kw = json.loads(args.env_kwargs)
     stop = tuple(args.stop_strings)
-    init = warm_start(os.path.join(args.out, "warm"), args.warm_episodes, args.warm_epochs, args.threads, args.env,
-                      env_kw, stop, args.warm_batch_size)
+    init = args.init or warm_start(os.path.join(args.out, "warm"), args.warm_episodes, args.warm_epochs, args.threads,
+                                   args.env, env_kw, stop, args.warm_batch_size)
     print(f"warm start ready ({time.time() - t0:.0f}s)", flush=True)
     results: dict[str, dict[int, dict]] = {}
     path = os.path.join(args.out, "results.json")
@@ -116,7 +119,8 @@ def main() -> None:
             t = time.time()
             rows = run_one(algo, seed, init, os.path.join(args.out, f"{algo}_s{seed}"), args.budget, args.threads, args.lr,
                           args.temperature, args.env, env_kw, stop, args.max_new_tokens, args.episodes_per_iteration,
-                          args.eval_temperature, args.gamma, args.critic, args.kl_coef, args.bootstrap_truncated)
+                          args.eval_temperature, args.gamma, args.critic, args.kl_coef, args.bootstrap_truncated,
+                          tuple(args.clip))
             xs, ys = curve(rows)
             res = {"env_steps": xs, "eval_success": ys, "final": ys[-1], "initial": ys[0], "auc": auc(xs, ys),
                    "seconds": time.time() - t, "iterations": max(r["iteration"] for r in rows)}

@@ -146,7 +146,7 @@ def step_policy_loss(
         ``(loss, stats)``; stats keys: ``loss``, ``clip_frac`` (steps whose clipped term is
         active), ``clip_frac_low``, ``clip_frac_high``, ``approx_kl`` (k3 estimate of
         KL(old || new) per token), ``ratio_mean``, ``ratio_min``, ``ratio_max`` (step ratios),
-        ``n_steps``, ``n_tokens``.
+        ``token_log_ratio_min`` (the lowest single-token log-ratio), ``n_steps``, ``n_tokens``.
 
     Example:
         >>> import torch
@@ -343,6 +343,8 @@ def _ratio_stats(loss, ratios, cl_low, cl_high, log_ratio_tok, mask) -> dict[str
         "ratio_mean": float(ratios.mean()) if any_ratio else 1.0,
         "ratio_min": float(ratios.min()) if any_ratio else 1.0,
         "ratio_max": float(ratios.max()) if any_ratio else 1.0,
+        # how far the single most-moved token went (a step ratio bounds only the step's mean)
+        "token_log_ratio_min": float(log_ratio_tok[mask].min()) if bool(mask.any()) else 0.0,
         "n_steps": float((mask.sum(dim=-1) > 0).sum()),
         "n_tokens": float(mask.sum()),
     }

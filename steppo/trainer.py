@@ -627,6 +627,7 @@ class Trainer:
         sums: dict[str, float] = defaultdict(float)
         counts: dict[str, float] = defaultdict(float)
         tokens = 0
+        tok_min = 0.0
         self.policy.train()
         M = len(steps)
         lengths = [len(s.prompt_ids) + len(s.response_ids) for s in steps]
@@ -659,6 +660,8 @@ class Trainer:
                     for k in ("clip_frac", "approx_kl", "ratio_mean"):
                         if k in pstats:
                             sums[f"losses/{k}"] += float(pstats[k]) * w
+                    if "token_log_ratio_min" in pstats:
+                        tok_min = min(tok_min, float(pstats["token_log_ratio_min"]))
                     if self.critic_kind == "step":
                         vl, vstats = Lf.value_loss(out.step_values, st.step_old_values[ii].to(dev),
                                                    st.step_returns[ii].to(dev), clip=vclip)
@@ -694,6 +697,8 @@ class Trainer:
         if self.ref is None:
             # still report how far the policy moved from its rollout policy
             stats.setdefault("losses/kl", stats.get("losses/approx_kl", 0.0))
+        # the policy's largest single-token move during this update (scored before each optimizer step)
+        stats["losses/token_log_ratio_min"] = tok_min
         dt = time.perf_counter() - t0
         stats["perf/update_s"] = dt
         stats["perf/update_tokens_per_s"] = tokens / max(dt, 1e-9)

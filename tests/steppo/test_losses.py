@@ -404,3 +404,19 @@ def test_losses_improve_a_toy_policy(fn):
             opt.step()
     final = logits.softmax(-1).gather(1, target[:, None]).mean().item()
     assert final > 0.9, final
+
+
+@pytest.mark.parametrize("loss_fn", ["step", "token"])
+def test_token_log_ratio_min_reports_the_most_moved_token_not_padding(loss_fn):
+    from steppo import losses as L
+
+    old = torch.zeros(2, 5)
+    # step 0: one token fell to e^-2 while the step's mean log-ratio is 0; step 1's padding holds -9
+    new = torch.tensor([[0.5, -2.0, 0.5, 0.5, 0.5], [0.1, -9.0, -9.0, -9.0, -9.0]])
+    mask = torch.tensor([[1.0] * 5, [1.0, 0.0, 0.0, 0.0, 0.0]])
+    fn = L.step_policy_loss if loss_fn == "step" else L.token_policy_loss
+    _, stats = fn(new, old, mask, torch.tensor([-1.0, 1.0]))
+    assert stats["token_log_ratio_min"] == pytest.approx(-2.0)
+    if loss_fn == "step":  # the step ratio sees only the mean: step 0 looks unmoved
+        assert stats["ratio_min"] == pytest.approx(1.0, abs=1e-6)
+        assert stats["clip_frac"] == 0.0
