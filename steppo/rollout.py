@@ -165,8 +165,14 @@ class PromptBuilder(ABC):
     """Renders an episode's history into the prompt token ids of the next step (s_t)."""
 
     @abstractmethod
-    def build(self, observations: list[str], actions: list[str]) -> tuple[list[int], str]:
-        """``observations`` has one more element than ``actions``; returns (ids, text)."""
+    def build(self, observations: list[str], actions: list[str],
+              previous: tuple[list[int], str, list[int]] | None = None) -> tuple[list[int], str]:
+        """``observations`` has one more element than ``actions``; returns (ids, text).
+
+        ``previous`` = (prompt ids, prompt text, response ids) of the step before, when there
+        is one: a builder may continue from those exact ids instead of re-tokenising the
+        model's own action (token-in / token-out across steps).
+        """
 
 
 class ChatPromptBuilder(PromptBuilder):
@@ -176,6 +182,14 @@ class ChatPromptBuilder(PromptBuilder):
     actions), plain ``User:``/``Assistant:`` text otherwise. The first observation (the task)
     is always kept; older turns are dropped first when the prompt exceeds
     ``max_prompt_tokens``, then the text is cut from the left as a last resort.
+
+    Given the previous step (``previous=(prompt_ids, prompt_text, response_ids)``), a prompt
+    whose text extends the previous prompt and the action is built from those exact ids: the
+    previous prompt ids, then the response ids the model sampled, then the tokens of the new
+    text (chat markup and observation). A sampled action whose ids differ from what the
+    tokenizer would make of its text therefore reaches the next step as sampled, and the
+    sampler's cache and the trainer's packing keep working. When the window of turns slides
+    (or the prompt would exceed ``max_prompt_tokens``) the text is tokenised afresh.
 
     Example:
         >>> from steppo.models import load_tokenizer
@@ -225,10 +239,15 @@ class ChatPromptBuilder(PromptBuilder):
         parts.append("Assistant:")
         return "".join(parts)
 
-    def build(self, observations: list[str], actions: list[str]) -> tuple[list[int], str]:
+    def build(self, observations: list[str], actions: list[str],
+              previous: tuple[list[int], str, list[int]] | None = None) -> tuple[list[int], str]:
         if len(observations) != len(actions) + 1:
             raise InvalidArgument(f"expected len(observations) == len(actions) + 1, got {len(observations)} and {len(actions)}")
         turns = min(self.max_history_turns, len(actions))
+        if previous is not None:
+            cont = self._continue(previous, self._render(observations, actions, turns))
+            if cont is not None:
+                return cont
         while True:
             text = self._render(observations, actions, turns)
             ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -239,6 +258,15 @@ class ChatPromptBuilder(PromptBuilder):
             ids = ids[-self.max_prompt_tokens:]
             text = self.tokenizer.decode(ids)
         return list(ids), text
+
+    def _continue(self, previous: tuple[list[int], str, list[int]], text: str) -> tuple[list[int], str] | None:
+        prev_ids, prev_text, response_ids = previous
+        head = prev_text + self.tokenizer.decode(response_ids, skip_special_tokens=False)
+        if not prev_ids or not text.startswith(head):
+            return None  # the window slid, or the action text is not what was sampled
+        tail = self.tokenizer(text[len(head):], add_special_tokens=False)["input_ids"]
+        ids = list(prev_ids) + list(response_ids) + list(tail)
+        return (ids, text) if len(ids) <= self.max_prompt_tokens else None
 
 
 @dataclass
@@ -382,7 +410,7 @@ class InProcessCollector(RolloutCollector):
             prompts: list[list[int]] = []
             texts: list[str] = []
             for s in slots:
-                ids, text = self.prompt_builder.build(live[s]["obs"], live[s]["acts"])
+                ids, text = self.prompt_builder.build(live[s]["obs"], live[s]["acts"], live[s].get("previous"))
                 prompts.append(ids)
                 texts.append(text)
             t0 = time.perf_counter()
@@ -412,6 +440,7 @@ class InProcessCollector(RolloutCollector):
                 st["invalid"] += 0 if rec_info["action_valid"] else 1
                 st["obs"].append(obs)
                 st["acts"].append(g.text)
+                st["previous"] = (ids, text, list(g.response_ids))
                 rec = StepRecord(
                     prompt_ids=ids, response_ids=list(g.response_ids), logprobs=list(g.logprobs),
                     reward=float(reward), traj_id=traj_id_start + k, step_index=len(st["acts"]) - 1, done=done,
@@ -422,7 +451,7 @@ class InProcessCollector(RolloutCollector):
                 if done:
                     if rec.truncated and self.read_bootstrap:
                         # s_{T+1} for the critic's bootstrap value
-                        nxt, _ = self.prompt_builder.build(st["obs"], st["acts"])
+                        nxt, _ = self.prompt_builder.build(st["obs"], st["acts"], (ids, text, list(g.response_ids)))
                         rec.info["bootstrap_prompt_ids"] = nxt
                         t0 = time.perf_counter()
                         vals = self.generator.bootstrap_values([nxt], sessions=[k] if use_sessions else None)

@@ -52,10 +52,17 @@ def test_records_hold_exact_prompt_and_response_ids(parts):
     batch = col.collect([11, 11, 12, 13], [0, 0, 1, 2], SamplingParams(max_new_tokens=12, seed=5), traj_id_start=100)
     assert len(batch.episodes) == 4
     assert sorted({s.traj_id for s in batch.steps}) == [100, 101, 102, 103]
+    prev = {}
     for s in batch.steps:
         assert isinstance(s, StepRecord)
-        # prompt ids are exactly the tokenised prompt text; logprobs align with response ids
-        assert s.prompt_ids == tok(s.prompt_text, add_special_tokens=False)["input_ids"]
+        # prompt ids are the tokenised prompt text, or continue the step before's exact ids
+        # (prompt + sampled response) with the tokens of the new text; logprobs align with ids
+        p = prev.get(s.traj_id)
+        if p is not None and s.prompt_ids[: len(p.prompt_ids) + len(p.response_ids)] == p.prompt_ids + p.response_ids:
+            assert tok.decode(s.prompt_ids, skip_special_tokens=False) == s.prompt_text
+        else:
+            assert s.prompt_ids == tok(s.prompt_text, add_special_tokens=False)["input_ids"]
+        prev[s.traj_id] = s
         assert len(s.logprobs) == len(s.response_ids) >= 1
         assert "value" in s.info
     # teacher-forced log-probs of the stored ids equal the stored log-probs (token-in/token-out)
@@ -88,6 +95,44 @@ def test_a_new_backend_is_a_new_class(parts):
     assert [e.length for e in batch.episodes] == [1, 1, 1]
     assert all(e.terminated and not e.success for e in batch.episodes)
     assert all(s.response_ids == tok(ANSWER, add_special_tokens=False)["input_ids"] for s in batch.steps)
+
+
+LOOKUP = '<tool_call>{"name": "lookup", "arguments": {"entity": "Nobody", "attribute": "age"}}</tool_call>'
+
+
+class CharByCharGenerator(Generator):
+    """Always looks up an unknown entity, with ids the tokenizer would never produce for that text."""
+
+    def __init__(self, tok):
+        self.tokenizer = tok
+        self.ids = [i for c in LOOKUP for i in tok(c, add_special_tokens=False)["input_ids"]]
+        assert tok.decode(self.ids) == LOOKUP and self.ids != tok(LOOKUP, add_special_tokens=False)["input_ids"]
+
+    def generate(self, prompts, params):
+        from steppo.policy import Generation
+
+        return [Generation(response_ids=list(self.ids), logprobs=[-1.0] * len(self.ids), text=LOOKUP,
+                           stop_reason="stop_string") for _ in prompts]
+
+
+@pytest.mark.parametrize("turns", [1, 4])
+def test_the_next_prompt_carries_the_sampled_ids_not_a_retokenisation(parts, turns):
+    _, tok = parts
+    gen = CharByCharGenerator(tok)
+    col = InProcessCollector(make_env_fn("stepgym/ToolUse-v0", dict(ENV_KW, max_steps=3)), gen,
+                             ChatPromptBuilder(tok, max_history_turns=turns), num_envs=1)
+    s0, s1, s2 = col.collect([7], [0], SamplingParams(max_new_tokens=64)).steps
+    col.close()
+    for a, b in ((s0, s1), (s1, s2)):
+        carried = b.prompt_ids[: len(a.prompt_ids) + len(a.response_ids)] == a.prompt_ids + a.response_ids
+        fresh = tok(b.prompt_text, add_special_tokens=False)["input_ids"]
+        if turns == 1 and b is s2:
+            # the 1-turn window slid ("1 earlier step(s) omitted"): the text changed, so it is tokenised afresh
+            assert "earlier step(s) omitted" in b.prompt_text and not carried and b.prompt_ids == fresh
+        else:
+            assert carried and b.prompt_ids != fresh  # the char-by-char ids reached the next prompt as sampled
+            assert tok.decode(b.prompt_ids, skip_special_tokens=False) == b.prompt_text
+            assert len(b.prompt_ids) > len(fresh)
 
 
 def test_prompt_builder_keeps_the_task_and_recent_turns(parts):
