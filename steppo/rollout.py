@@ -244,16 +244,17 @@ class ChatPromptBuilder(PromptBuilder):
         if len(observations) != len(actions) + 1:
             raise InvalidArgument(f"expected len(observations) == len(actions) + 1, got {len(observations)} and {len(actions)}")
         turns = min(self.max_history_turns, len(actions))
+        text = self._render(observations, actions, turns)
         if previous is not None:
-            cont = self._continue(previous, self._render(observations, actions, turns))
+            cont = self._continue(previous, text)
             if cont is not None:
                 return cont
         while True:
-            text = self._render(observations, actions, turns)
             ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
             if len(ids) <= self.max_prompt_tokens or turns == 0:
                 break
             turns -= 1
+            text = self._render(observations, actions, turns)
         if len(ids) > self.max_prompt_tokens:
             ids = ids[-self.max_prompt_tokens:]
             text = self.tokenizer.decode(ids)
