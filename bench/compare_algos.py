@@ -40,7 +40,8 @@ def run_one(algo: str, seed: int, init: str, out: str, budget: int, threads: int
             temperature: float = 1.0, env: str = "stepgym/ToolUse-v0", env_kw: dict | None = None,
             stop: tuple = ("</tool_call>",), max_new: int = 48, episodes: int = 16,
             eval_temperature: float = 0.0, gamma: float = 1.0, critic: str = "shared",
-            kl_coef: float = 0.0, bootstrap_truncated: bool = True, clip: tuple = (-1.0, -1.0)) -> list[dict]:
+            kl_coef: float = 0.0, bootstrap_truncated: bool = True, clip: tuple = (-1.0, -1.0),
+            epochs: int = 2, minibatch_size: int = 16) -> list[dict]:
     from steppo.config import make_train_config
     from steppo.trainer import Trainer, read_metrics
 
@@ -51,7 +52,8 @@ def run_one(algo: str, seed: int, init: str, out: str, budget: int, threads: int
         iterations=100, max_env_steps=budget, stop_strings=stop,
         episodes_per_iteration=episodes, group_size=group, num_envs=16, max_new_tokens=max_new, max_history_turns=2, lr=lr, temperature=temperature,
         eval_every=2, eval_episodes=64, eval_temperature=eval_temperature, out=out, overwrite=True, progress=False, tensorboard=False, save_every=0,
-        threads=threads, gamma=gamma, kl_coef=kl_coef, clip_low=clip[0], clip_high=clip[1], **({} if critic_free else {"critic": critic, "bootstrap_truncated": bootstrap_truncated}),
+        threads=threads, gamma=gamma, kl_coef=kl_coef, clip_low=clip[0], clip_high=clip[1], epochs=epochs,
+        minibatch_size=minibatch_size, **({} if critic_free else {"critic": critic, "bootstrap_truncated": bootstrap_truncated}),
     ))
     from rich.console import Console
 
@@ -93,6 +95,8 @@ def main() -> None:
     ap.add_argument("--kl-coef", type=float, default=0.0, help="KL penalty to the warm start")
     ap.add_argument("--clip", nargs=2, type=float, default=[-1.0, -1.0], metavar=("LOW", "HIGH"),
                     help="ratio clip eps_low eps_high (-1 = the algorithm's default)")
+    ap.add_argument("--epochs", type=int, default=2, help="passes over each iteration's steps")
+    ap.add_argument("--minibatch-size", type=int, default=16, help="steps per optimizer step")
     ap.add_argument("--no-bootstrap-truncated", dest="bootstrap_truncated", action="store_false",
                     help="steppo/ppo: treat the env's step limit as the end of the task (value 0)")
     args = ap.parse_args()
@@ -121,7 +125,7 @@ def main() -> None:
             rows = run_one(algo, seed, init, os.path.join(args.out, f"{algo}_s{seed}"), args.budget, args.threads, args.lr,
                           args.temperature, args.env, env_kw, stop, args.max_new_tokens, args.episodes_per_iteration,
                           args.eval_temperature, args.gamma, args.critic, args.kl_coef, args.bootstrap_truncated,
-                          tuple(args.clip))
+                          tuple(args.clip), args.epochs, args.minibatch_size)
             xs, ys = curve(rows)
             res = {"env_steps": xs, "eval_success": ys, "final": ys[-1], "initial": ys[0], "auc": auc(xs, ys),
                    "seconds": time.time() - t, "iterations": max(r["iteration"] for r in rows)}
