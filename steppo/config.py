@@ -102,6 +102,10 @@ class CommonConfig:
     seed: int = _f(0, "random seed (model init for 'tiny', sampling, task seeds)", min=0)
     max_prompt_tokens: int = _f(1024, "prompts longer than this drop their oldest history turns", min=16)
     max_history_turns: int = _f(4, "previous (action, observation) turns kept in the prompt", min=0)
+    history_stride: int = _f(1, "once the history is longer than max_history_turns, drop old turns this many at a "
+                                "time (1 = a sliding window). K > 1 keeps between max_history_turns-K+1 and "
+                                "max_history_turns turns, and the start of the prompt stays the same for K steps, "
+                                "so the KV cache and packing keep working in long episodes", min=1)
     max_new_tokens: int = _f(64, "token limit of one step (one generated action)", min=1)
     stop_strings: tuple = _f(help="generation of a step stops after any of these strings (and at EOS)",
                              factory=lambda: ("</tool_call>",), nargs="*")
@@ -126,6 +130,9 @@ class CommonConfig:
             raise InvalidConfig("device", self.device, "'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
         if not self.env:
             raise InvalidConfig("env", self.env, "an env id such as 'stepgym/ToolUse-v0' (see `stepgym list`)")
+        if self.history_stride > max(1, self.max_history_turns):
+            raise InvalidConfig("history_stride", self.history_stride,
+                                f"an integer from 1 to max_history_turns={self.max_history_turns}")
         if not self.model:
             raise InvalidConfig("model", self.model, "'tiny', 'smollm2-135m' or a Hugging Face id/path")
 

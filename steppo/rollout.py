@@ -178,6 +178,9 @@ class PromptBuilder(ABC):
 class ChatPromptBuilder(PromptBuilder):
     """First observation + the last ``max_history_turns`` (action, observation) turns.
 
+    With ``history_stride=K`` the oldest turns leave K at a time (see :meth:`turns_kept`), so
+    the prompt's start changes once every K steps instead of at every step.
+
     Uses the tokenizer's chat template when it has one (user = observations, assistant =
     actions), plain ``User:``/``Assistant:`` text otherwise. The first observation (the task)
     is always kept; older turns are dropped first when the prompt exceeds
@@ -200,9 +203,13 @@ class ChatPromptBuilder(PromptBuilder):
     """
 
     def __init__(self, tokenizer: Any, max_history_turns: int = 4, max_prompt_tokens: int = 1024,
-                 system_prompt: str | None = None):
+                 system_prompt: str | None = None, history_stride: int = 1):
+        if not 1 <= history_stride <= max(1, max_history_turns):
+            raise InvalidArgument(f"history_stride must be from 1 to max_history_turns={max_history_turns}, "
+                                  f"got {history_stride}")
         self.tokenizer = tokenizer
         self.max_history_turns = max_history_turns
+        self.history_stride = history_stride
         self.max_prompt_tokens = max_prompt_tokens
         self.system_prompt = system_prompt
         self.has_template = bool(getattr(tokenizer, "chat_template", None))
@@ -243,7 +250,7 @@ class ChatPromptBuilder(PromptBuilder):
               previous: tuple[list[int], str, list[int]] | None = None) -> tuple[list[int], str]:
         if len(observations) != len(actions) + 1:
             raise InvalidArgument(f"expected len(observations) == len(actions) + 1, got {len(observations)} and {len(actions)}")
-        turns = min(self.max_history_turns, len(actions))
+        turns = self.turns_kept(len(actions))
         text = self._render(observations, actions, turns)
         if previous is not None:
             cont = self._continue(previous, text)
@@ -259,6 +266,21 @@ class ChatPromptBuilder(PromptBuilder):
             ids = ids[-self.max_prompt_tokens:]
             text = self.tokenizer.decode(ids)
         return list(ids), text
+
+    def turns_kept(self, n_turns: int) -> int:
+        """How many of ``n_turns`` past turns the prompt shows (before any cut for length).
+
+        Example:
+            >>> from steppo.models import load_tokenizer
+            >>> pb = ChatPromptBuilder(load_tokenizer("tiny"), max_history_turns=4, history_stride=2)
+            >>> [pb.turns_kept(n) for n in range(9)]
+            [0, 1, 2, 3, 4, 3, 4, 3, 4]
+        """
+        k, s = self.max_history_turns, self.history_stride
+        if n_turns <= k:
+            return n_turns
+        dropped = -(-(n_turns - k) // s) * s  # the overflow, rounded up to whole strides
+        return n_turns - dropped
 
     def _continue(self, previous: tuple[list[int], str, list[int]], text: str) -> tuple[list[int], str] | None:
         prev_ids, prev_text, response_ids = previous

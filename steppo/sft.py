@@ -132,7 +132,8 @@ def run_sft(cfg: SFTConfig, console: Any = None, eval_episodes: int = 0, eval_se
     t0 = time.perf_counter()
     env_fn = make_env_fn(cfg.env, cfg.env_kwargs)
     policy = build_policy(cfg, "none")
-    pb = ChatPromptBuilder(policy.tokenizer, cfg.max_history_turns, cfg.max_prompt_tokens)
+    pb = ChatPromptBuilder(policy.tokenizer, cfg.max_history_turns, cfg.max_prompt_tokens,
+                           history_stride=cfg.history_stride)
     eos = end_of_turn_ids(policy.tokenizer, policy.lm)
     eot = policy.tokenizer.convert_tokens_to_ids("<|im_end|>") if "<|im_end|>" in policy.tokenizer.get_vocab() else None
     eos_id = eot if eot is not None else (eos[0] if eos else None)
@@ -151,7 +152,8 @@ def run_sft(cfg: SFTConfig, console: Any = None, eval_episodes: int = 0, eval_se
                        max_grad_norm=cfg.max_grad_norm, seed=cfg.seed, log=log)
     os.makedirs(cfg.out, exist_ok=True)
     extra = config_to_dict(cfg)
-    extra["prompt"] = {"max_history_turns": cfg.max_history_turns, "max_prompt_tokens": cfg.max_prompt_tokens,
+    extra["prompt"] = {"max_history_turns": cfg.max_history_turns, "history_stride": cfg.history_stride,
+                       "max_prompt_tokens": cfg.max_prompt_tokens,
                        "stop_strings": list(cfg.stop_strings), "max_new_tokens": cfg.max_new_tokens}
     tmp = os.path.join(cfg.out, "policy.tmp")
     policy.save_pretrained(tmp, extra=extra)

@@ -381,7 +381,8 @@ class Trainer:
             raise InvalidConfig("train_layers", cfg.train_layers, "a setting that leaves some parameters trainable")
         self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
         tok = self.policy.tokenizer
-        self.prompt_builder = ChatPromptBuilder(tok, cfg.max_history_turns, cfg.max_prompt_tokens)
+        self.prompt_builder = ChatPromptBuilder(tok, cfg.max_history_turns, cfg.max_prompt_tokens,
+                                                 history_stride=cfg.history_stride)
         self.sampler = Sampler(self.policy, stop_strings=cfg.stop_strings)
         gen_values = "none"
         if critic == "shared":
@@ -452,7 +453,7 @@ class Trainer:
         if os.path.isdir(tmp):
             shutil.rmtree(tmp)
         extra = config_to_dict(self.cfg)
-        extra["prompt"] = {"max_history_turns": self.cfg.max_history_turns,
+        extra["prompt"] = {"max_history_turns": self.cfg.max_history_turns, "history_stride": self.cfg.history_stride,
                            "max_prompt_tokens": self.cfg.max_prompt_tokens,
                            "stop_strings": list(self.cfg.stop_strings), "max_new_tokens": self.cfg.max_new_tokens}
         self.policy.save_pretrained(tmp, extra=extra)

@@ -62,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
 
             scfg = SFTConfig(env=cfg.env, env_kwargs=cfg.env_kwargs, model=cfg.model, out=sft_dir, seed=cfg.seed,
                              max_prompt_tokens=cfg.max_prompt_tokens, max_history_turns=cfg.max_history_turns,
+                             history_stride=cfg.history_stride,
                              max_new_tokens=cfg.max_new_tokens, stop_strings=cfg.stop_strings,
                              episodes=sft_episodes, epochs=int(preset.get("sft_epochs", 2)),
                              lr=float(preset.get("sft_lr", 1e-4 if cfg.model != "tiny" else 1e-3)),

@@ -73,6 +73,10 @@ def test_family_by_algo_and_group_divisibility():
         make_train_config({"algo": "grpo", "lam": 0.9})
     assert GRPOConfig(algo="gspo").clip_range() == (3e-4, 4e-4)
     assert StepPOConfig().clip_range() == (0.2, 0.2)
+    # a stride longer than the window it drops from says which bound to respect
+    with pytest.raises(InvalidConfig, match="history_stride.*max_history_turns=2"):
+        StepPOConfig(max_history_turns=2, history_stride=3)
+    assert StepPOConfig(max_history_turns=4, history_stride=4).history_stride == 4
 
 
 def _parse(argv, classes=(StepPOConfig, GRPOConfig)):

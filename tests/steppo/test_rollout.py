@@ -135,6 +135,28 @@ def test_the_next_prompt_carries_the_sampled_ids_not_a_retokenisation(parts, tur
             assert len(b.prompt_ids) > len(fresh)
 
 
+def test_history_stride_drops_turns_in_blocks_and_keeps_the_prompt_start_for_stride_steps(parts):
+    _, tok = parts
+    obs = ["Task: find X"] + [f"obs {i}" for i in range(1, 8)]
+    acts = [f"act {i}" for i in range(1, 8)]
+    for stride, kept in [(1, [0, 1, 2, 3, 3, 3, 3, 3]), (3, [0, 1, 2, 3, 1, 2, 3, 1])]:
+        pb = ChatPromptBuilder(tok, max_history_turns=3, max_prompt_tokens=4096, history_stride=stride)
+        assert [pb.turns_kept(n) for n in range(8)] == kept
+        prev, carried = None, 0
+        for n in range(8):
+            ids, text = pb.build(obs[: n + 1], acts[:n], prev)
+            shown = [a for a in acts[:n] if a + "<|im_end|>" in text]
+            assert shown == acts[n - kept[n]:n]  # the newest turns, as many as turns_kept says
+            assert len(ids) <= 4096 and text.startswith(pb.build(obs[:1], [])[1][:20])
+            if prev is not None and ids[: len(prev[0]) + len(prev[2])] == prev[0] + prev[2]:
+                carried += 1
+            prev = (ids, text, tok(acts[n] + "<|im_end|>", add_special_tokens=False)["input_ids"]) if n < 7 else None
+        # a sliding window breaks the prompt's start at every step once full; stride 3 only every 3rd step
+        assert carried == {1: 3, 3: 5}[stride]
+    with pytest.raises(Exception, match="history_stride"):
+        ChatPromptBuilder(tok, max_history_turns=2, history_stride=3)
+
+
 def test_prompt_builder_keeps_the_task_and_recent_turns(parts):
     _, tok = parts
     pb = ChatPromptBuilder(tok, max_history_turns=1, max_prompt_tokens=4096)

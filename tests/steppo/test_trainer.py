@@ -142,6 +142,7 @@ def test_gspo_minibatches_keep_trajectories_whole(tmp_path):
     {"algo": "steppo_no_step_gae"},
     {"algo": "steppo_no_step_ratio", "lora_r": 4},
     {"algo": "rloo"}, {"algo": "reinforce_pp"}, {"algo": "gspo"},
+    {"algo": "steppo", "max_history_turns": 2, "history_stride": 2},
 ], ids=lambda e: "-".join(f"{k}={v}" for k, v in e.items()))
 def test_options_run_one_iteration(tmp_path, extra):
     Trainer(_cfg(tmp_path / "run", iterations=1, eval_before=False, save_every=0, **extra)).train()
