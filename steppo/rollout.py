@@ -27,6 +27,7 @@ from typing import Any
 
 import gymnasium as gym
 
+from stepgym.agents.base import history_turns_kept, windowed_chat
 from stepgym.core import StepRecord
 from stepgym.errors import InvalidArgument
 
@@ -215,27 +216,13 @@ class ChatPromptBuilder(PromptBuilder):
         self.has_template = bool(getattr(tokenizer, "chat_template", None))
 
     def _render(self, observations: list[str], actions: list[str], turns: int) -> str:
+        if self.has_template:
+            msgs = windowed_chat(observations, actions, turns, self.system_prompt)
+            return self.tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
         first = observations[0]
         pairs = list(zip(actions, observations[1:]))
-        dropped = len(pairs) - turns if turns < len(pairs) else 0
-        kept = pairs[dropped:] if turns > 0 else []
-        if turns == 0:
-            dropped = len(pairs)
-        if self.has_template:
-            msgs: list[dict[str, str]] = []
-            if self.system_prompt:
-                msgs.append({"role": "system", "content": self.system_prompt})
-            if dropped and kept:
-                first = first + f"\n\n[{dropped} earlier step(s) omitted]"
-            if not kept and pairs:
-                # no history kept: the latest observation still has to be visible
-                last_a, last_o = pairs[-1]
-                first = first + f"\n\n[{len(pairs)} step(s) so far]\nLast observation: {last_o}"
-            msgs.append({"role": "user", "content": first})
-            for a, o in kept:
-                msgs.append({"role": "assistant", "content": a})
-                msgs.append({"role": "user", "content": o})
-            return self.tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+        kept = pairs[len(pairs) - turns:] if 0 < turns < len(pairs) else (pairs if turns > 0 else [])
+        dropped = len(pairs) - len(kept)
         parts = [f"User: {first}\n"]
         if dropped:
             parts.append(f"[{dropped} earlier step(s) omitted]\n")
@@ -276,11 +263,7 @@ class ChatPromptBuilder(PromptBuilder):
             >>> [pb.turns_kept(n) for n in range(9)]
             [0, 1, 2, 3, 4, 3, 4, 3, 4]
         """
-        k, s = self.max_history_turns, self.history_stride
-        if n_turns <= k:
-            return n_turns
-        dropped = -(-(n_turns - k) // s) * s  # the overflow, rounded up to whole strides
-        return n_turns - dropped
+        return history_turns_kept(n_turns, self.max_history_turns, self.history_stride)
 
     def _continue(self, previous: tuple[list[int], str, list[int]], text: str) -> tuple[list[int], str] | None:
         prev_ids, prev_text, response_ids = previous

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from stepgym.agents.base import BaseAgent, chat_messages
+from stepgym.agents.base import BaseAgent, chat_messages, history_turns_kept, windowed_chat
 from stepgym.errors import DependencyNotInstalled, InvalidArgument, InvalidConfig
 
 __all__ = ["TransformersAgent", "CheckpointAgent", "Generation", "load_causal_lm", "resolve_checkpoint"]
@@ -102,6 +102,9 @@ class TransformersAgent(BaseAgent):
         batch_size: observations generated together in one ``generate`` call.
         system_prompt: optional system message put first in every chat.
         history: keep the chat of each episode (else each prompt is the latest observation only).
+        history_turns: show only the task and the last this many (action, observation) turns,
+            as :func:`~stepgym.agents.base.windowed_chat` renders them (``None``: the whole chat).
+        history_stride: with ``history_turns``, old turns leave this many at a time.
         stop: strings that end an action (cut right after them), e.g. ``"</tool_call>"``.
         max_prompt_tokens: prompt tokens kept at most (default: context size minus
             ``max_new_tokens``).
@@ -128,6 +131,8 @@ class TransformersAgent(BaseAgent):
         batch_size: int = 8,
         system_prompt: str | None = None,
         history: bool = True,
+        history_turns: int | None = None,
+        history_stride: int = 1,
         stop: Sequence[str] = ("</tool_call>",),
         max_prompt_tokens: int | None = None,
         seed: int | None = None,
@@ -144,6 +149,12 @@ class TransformersAgent(BaseAgent):
             raise InvalidConfig("top_p", top_p, "a float in (0, 1]")
         if not isinstance(batch_size, int) or batch_size < 1:
             raise InvalidConfig("batch_size", batch_size, "a positive int")
+        if history_turns is not None and (not isinstance(history_turns, int) or history_turns < 0):
+            raise InvalidConfig("history_turns", history_turns, "None (the whole chat) or an int >= 0")
+        if not isinstance(history_stride, int) or history_stride < 1 or (
+            history_turns is not None and history_stride > max(1, history_turns)
+        ):
+            raise InvalidConfig("history_stride", history_stride, f"an int from 1 to history_turns={history_turns}")
         label = None
         if isinstance(model, (str, os.PathLike)):
             label = f"hf:{os.fspath(model)}"
@@ -163,6 +174,8 @@ class TransformersAgent(BaseAgent):
         self.batch_size = batch_size
         self.system_prompt = system_prompt
         self.history = history
+        self.history_turns = history_turns
+        self.history_stride = history_stride
         self.stop = tuple(stop)
         ctx = getattr(getattr(model, "config", None), "max_position_embeddings", None) or 2048
         self.max_prompt_tokens = max_prompt_tokens or max(16, int(ctx) - max_new_tokens)
@@ -261,7 +274,14 @@ class TransformersAgent(BaseAgent):
         chats = []
         for obs, info, slot in zip(observations, infos, slots, strict=True):
             memory = self.memory.setdefault(slot, []) if self.history else []
-            chats.append(chat_messages(memory, obs, info, self.system_prompt))
+            chat = chat_messages(memory, obs, info, self.system_prompt)
+            if self.history and self.history_turns is not None and "messages" not in info:
+                # the window a steppo policy was trained with: task + the last turns
+                users = [m["content"] for m in memory if m["role"] == "user"]
+                actions = [m["content"] for m in memory if m["role"] == "assistant"]
+                turns = history_turns_kept(len(actions), self.history_turns, self.history_stride)
+                chat = windowed_chat(users, actions, turns, self.system_prompt)
+            chats.append(chat)
         gens = self.generate([self.render(c) for c in chats])
         self.last_token_counts = [g.completion_tokens for g in gens]
         actions = [g.text for g in gens]
@@ -312,8 +332,31 @@ class CheckpointAgent(TransformersAgent):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         model_dir = resolve_checkpoint(path)
+        # prompt and generation settings the policy was trained with (explicit arguments win)
+        for k, v in _trained_prompt_settings(model_dir).items():
+            kwargs.setdefault(k, v)
         tok = AutoTokenizer.from_pretrained(model_dir)
         model = AutoModelForCausalLM.from_pretrained(model_dir)
         kwargs.setdefault("name", f"checkpoint:{os.fspath(path)}")
         super().__init__(model, tok, **kwargs)
         self.model_dir = model_dir
+
+
+def _trained_prompt_settings(model_dir: str) -> dict[str, Any]:
+    """``history_turns``, ``history_stride``, ``stop`` and ``max_new_tokens`` of a steppo policy dir."""
+    import json
+
+    try:
+        with open(os.path.join(model_dir, "steppo_config.json")) as fh:
+            prompt = json.load(fh).get("prompt") or {}
+    except (OSError, ValueError, AttributeError):
+        return {}
+    out: dict[str, Any] = {}
+    if isinstance(prompt.get("max_history_turns"), int):
+        out["history_turns"] = prompt["max_history_turns"]
+        out["history_stride"] = int(prompt.get("history_stride", 1))
+    if isinstance(prompt.get("stop_strings"), list):
+        out["stop"] = tuple(prompt["stop_strings"])
+    if isinstance(prompt.get("max_new_tokens"), int):
+        out["max_new_tokens"] = prompt["max_new_tokens"]
+    return out
