@@ -216,22 +216,11 @@ class ChatPromptBuilder(PromptBuilder):
         self.has_template = bool(getattr(tokenizer, "chat_template", None))
 
     def _render(self, observations: list[str], actions: list[str], turns: int) -> str:
+        msgs = windowed_chat(observations, actions, turns, self.system_prompt)
         if self.has_template:
-            msgs = windowed_chat(observations, actions, turns, self.system_prompt)
             return self.tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
-        first = observations[0]
-        pairs = list(zip(actions, observations[1:]))
-        kept = pairs[len(pairs) - turns:] if 0 < turns < len(pairs) else (pairs if turns > 0 else [])
-        dropped = len(pairs) - len(kept)
-        parts = [f"User: {first}\n"]
-        if dropped:
-            parts.append(f"[{dropped} earlier step(s) omitted]\n")
-        if not kept and pairs:
-            parts.append(f"Last observation: {pairs[-1][1]}\n")
-        for a, o in kept:
-            parts.append(f"Assistant: {a}\nUser: {o}\n")
-        parts.append("Assistant:")
-        return "".join(parts)
+        names = {"system": "System", "user": "User", "assistant": "Assistant"}
+        return "".join(f"{names[m['role']]}: {m['content']}\n" for m in msgs) + "Assistant:"
 
     def build(self, observations: list[str], actions: list[str],
               previous: tuple[list[int], str, list[int]] | None = None) -> tuple[list[int], str]:

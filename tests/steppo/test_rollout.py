@@ -157,6 +157,14 @@ def test_history_stride_drops_turns_in_blocks_and_keeps_the_prompt_start_for_str
         ChatPromptBuilder(tok, max_history_turns=2, history_stride=3)
 
 
+def test_plain_prompts_without_a_chat_template_show_the_same_window(parts):
+    _, tok = parts
+    pb = ChatPromptBuilder(tok, max_history_turns=1, system_prompt="Be brief.")
+    pb.has_template = False  # as for a tokenizer without a chat template
+    _, text = pb.build(["Task", "o1", "o2"], ["a1", "a2"])
+    assert text == "System: Be brief.\nUser: Task\n\n[1 earlier step(s) omitted]\nAssistant: a2\nUser: o2\nAssistant:"
+
+
 def test_prompt_builder_keeps_the_task_and_recent_turns(parts):
     _, tok = parts
     pb = ChatPromptBuilder(tok, max_history_turns=1, max_prompt_tokens=4096)
