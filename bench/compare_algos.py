@@ -1,9 +1,11 @@
 """StepPO vs token-PPO vs GRPO on ToolUse-v0 easy with the tiny model, same weak warm start.
 
 Every run starts from the same behaviour-cloned tiny model (512 expert episodes, 10 epochs:
-a weak policy, ~20 % greedy success on 64 held-out seeds; ``--init`` takes another warm start),
-and trains until the same env-step budget is spent. Held-out success is measured on 64 seeds
-every 2 iterations. Writes a table (mean and spread over seeds of the final held-out success
+a weak policy, ~20 % greedy success on 64 held-out seeds; ``--warm-*`` options make another,
+``--warm-noise`` clones an epsilon-noisy expert, ``--init`` takes a ready one), and trains until
+the same env-step budget is spent. Held-out success is measured on 64 seeds
+every 2 iterations (``--eval-episodes``, ``--eval-every``; at ``--eval-temperature``, greedy by
+default; ``--greedy-final`` adds a greedy evaluation of the warm start and of each final policy). Writes a table (mean and spread over seeds of the final held-out success
 and of the area under the held-out success curve, per env step) and a curve PNG.
 
     python bench/compare_algos.py --algos steppo ppo grpo --seeds 0 1 2 --budget 480 --threads 1
@@ -24,13 +26,13 @@ ENV_KW = {"difficulty": "easy", "tools": ["lookup"], "compact": True}
 
 
 def warm_start(out: str, episodes: int, epochs: int, threads: int, env: str, env_kw: dict, stop: tuple,
-               batch_size: int = 16) -> str:
+               batch_size: int = 16, noise: float = 0.0, lr: float = 3e-3) -> str:
     from steppo.config import SFTConfig
     from steppo.sft import run_sft
 
     if os.path.isdir(os.path.join(out, "policy")):
         return out
-    run_sft(SFTConfig(model="tiny", env=env, env_kwargs=env_kw, episodes=episodes, epochs=epochs, lr=3e-3,
+    run_sft(SFTConfig(model="tiny", env=env, env_kwargs=env_kw, episodes=episodes, epochs=epochs, lr=lr, demo_noise=noise,
                       batch_size=batch_size, max_history_turns=2, out=out, progress=False, threads=threads,
                       stop_strings=stop))
     return out
@@ -41,7 +43,7 @@ def run_one(algo: str, seed: int, init: str, out: str, budget: int, threads: int
             stop: tuple = ("</tool_call>",), max_new: int = 48, episodes: int = 16,
             eval_temperature: float = 0.0, gamma: float = 1.0, critic: str = "shared",
             kl_coef: float = 0.0, bootstrap_truncated: bool = True, clip: tuple = (-1.0, -1.0),
-            epochs: int = 2, minibatch_size: int = 16) -> list[dict]:
+            epochs: int = 2, minibatch_size: int = 16, eval_episodes: int = 64, eval_every: int = 2) -> list[dict]:
     from steppo.config import make_train_config
     from steppo.trainer import Trainer, read_metrics
 
@@ -51,7 +53,7 @@ def run_one(algo: str, seed: int, init: str, out: str, budget: int, threads: int
         algo=algo, model="tiny", init=init, env=env, env_kwargs=ENV_KW if env_kw is None else env_kw, seed=seed,
         iterations=100, max_env_steps=budget, stop_strings=stop,
         episodes_per_iteration=episodes, group_size=group, num_envs=16, max_new_tokens=max_new, max_history_turns=2, lr=lr, temperature=temperature,
-        eval_every=2, eval_episodes=64, eval_temperature=eval_temperature, out=out, overwrite=True, progress=False, tensorboard=False, save_every=0,
+        eval_every=eval_every, eval_episodes=eval_episodes, eval_temperature=eval_temperature, out=out, overwrite=True, progress=False, tensorboard=False, save_every=0,
         threads=threads, gamma=gamma, kl_coef=kl_coef, clip_low=clip[0], clip_high=clip[1], epochs=epochs,
         minibatch_size=minibatch_size, **({} if critic_free else {"critic": critic, "bootstrap_truncated": bootstrap_truncated}),
     ))
@@ -59,6 +61,20 @@ def run_one(algo: str, seed: int, init: str, out: str, budget: int, threads: int
 
     Trainer(cfg, console=Console(quiet=True)).train()
     return read_metrics(os.path.join(out, "metrics.jsonl"))
+
+
+def greedy_success(policy_dir: str, env: str, env_kw: dict, stop: tuple, max_new: int, episodes: int) -> float:
+    """Greedy held-out success of a saved policy on the trainer's evaluation seeds."""
+    from steppo.config import TrainConfig
+    from steppo.models import load_model
+    from steppo.policy import Policy
+    from steppo.rollout import ChatPromptBuilder, make_env_fn
+    from steppo.sft import evaluate_policy
+
+    lm, tok = load_model(policy_dir)
+    m = evaluate_policy(Policy(lm, tok, critic="none"), make_env_fn(env, env_kw), ChatPromptBuilder(tok, 2), episodes,
+                        seed_start=TrainConfig().eval_seed, max_new_tokens=max_new, stop_strings=stop, num_envs=16)
+    return float(m["eval/success_rate"])
 
 
 def curve(rows: list[dict]) -> tuple[list[float], list[float]]:
@@ -89,6 +105,13 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--episodes-per-iteration", type=int, default=16)
     ap.add_argument("--warm-batch-size", type=int, default=16)
+    ap.add_argument("--warm-noise", type=float, default=0.0,
+                    help="demo noise of the warm start made here (`stepgym sft --demo-noise`)")
+    ap.add_argument("--warm-lr", type=float, default=3e-3)
+    ap.add_argument("--eval-episodes", type=int, default=64, help="held-out seeds per evaluation")
+    ap.add_argument("--eval-every", type=int, default=2, help="iterations between evaluations")
+    ap.add_argument("--greedy-final", action="store_true",
+                    help="also evaluate the warm start and each final policy greedily (table columns)")
     ap.add_argument("--eval-temperature", type=float, default=0.0, help="0 = greedy held-out evaluation")
     ap.add_argument("--gamma", type=float, default=1.0, help="discount over steps")
     ap.add_argument("--critic", default="shared", choices=["shared", "separate"], help="critic of steppo/ppo")
@@ -110,13 +133,18 @@ def main() -> None:
     env_kw = json.loads(args.env_kwargs)
     stop = tuple(args.stop_strings)
     init = args.init or warm_start(os.path.join(args.out, "warm"), args.warm_episodes, args.warm_epochs, args.threads,
-                                   args.env, env_kw, stop, args.warm_batch_size)
+                                   args.env, env_kw, stop, args.warm_batch_size, args.warm_noise, args.warm_lr)
     print(f"warm start ready ({time.time() - t0:.0f}s)", flush=True)
     results: dict[str, dict[int, dict]] = {}
     path = os.path.join(args.out, "results.json")
     if os.path.exists(path):
         with open(path) as fh:
-            results = {a: {int(k): v for k, v in d.items()} for a, d in json.load(fh).items()}
+            results = {a: {int(k): v for k, v in d.items()} for a, d in json.load(fh).items() if a != "warm"}
+    warm_greedy = None
+    if args.greedy_final:
+        pdir = os.path.join(init, "policy") if os.path.isdir(os.path.join(init, "policy")) else init
+        warm_greedy = greedy_success(pdir, args.env, env_kw, stop, args.max_new_tokens, args.eval_episodes)
+        print(f"warm start: greedy held-out success {warm_greedy:.3f}", flush=True)
     for algo in args.algos:
         for seed in args.seeds:
             if seed in results.get(algo, {}):
@@ -125,20 +153,25 @@ def main() -> None:
             rows = run_one(algo, seed, init, os.path.join(args.out, f"{algo}_s{seed}"), args.budget, args.threads, args.lr,
                           args.temperature, args.env, env_kw, stop, args.max_new_tokens, args.episodes_per_iteration,
                           args.eval_temperature, args.gamma, args.critic, args.kl_coef, args.bootstrap_truncated,
-                          tuple(args.clip), args.epochs, args.minibatch_size)
+                          tuple(args.clip), args.epochs, args.minibatch_size, args.eval_episodes, args.eval_every)
             xs, ys = curve(rows)
             res = {"env_steps": xs, "eval_success": ys, "final": ys[-1], "initial": ys[0], "auc": auc(xs, ys),
                    "seconds": time.time() - t, "iterations": max(r["iteration"] for r in rows)}
+            if args.greedy_final:
+                res["greedy_final"] = greedy_success(os.path.join(args.out, f"{algo}_s{seed}", "policy"), args.env,
+                                                     env_kw, stop, args.max_new_tokens, args.eval_episodes)
             results.setdefault(algo, {})[seed] = res
             print(f"{algo} seed {seed}: eval success {res['initial']:.2f} -> {res['final']:.2f}, auc {res['auc']:.3f} "
                   f"({res['seconds']:.0f}s, {res['iterations']} iterations)", flush=True)
             with open(path, "w") as fh:
-                json.dump(results, fh, indent=1)
+                json.dump({**results, "warm": {"greedy": warm_greedy}}, fh, indent=1)
             shutil.rmtree(os.path.join(args.out, f"{algo}_s{seed}", "policy"), ignore_errors=True)
             shutil.rmtree(os.path.join(args.out, f"{algo}_s{seed}", "checkpoints"), ignore_errors=True)
     # table
-    lines = ["| algo | warm start (held-out success) | final success, mean ± std | AUC, mean ± std | seeds |",
-             "|---|---|---|---|---|"]
+    greedy_cols = args.greedy_final and args.eval_temperature != 0
+    lines = ["| algo | warm start (held-out success) | final success, mean ± std | AUC, mean ± std | seeds |"
+             + (" greedy: warm start -> final, mean ± std |" if greedy_cols else ""),
+             "|---|---|---|---|---|" + ("---|" if greedy_cols else "")]
     for algo in args.algos:
         rs = [results[algo][s] for s in args.seeds if s in results.get(algo, {})]
         if not rs:
@@ -148,7 +181,9 @@ def main() -> None:
         ini = [r["initial"] for r in rs]
         sd = (lambda v: statistics.stdev(v) if len(v) > 1 else 0.0)
         lines.append(f"| {algo} | {statistics.mean(ini):.3f} | {statistics.mean(fin):.3f} ± {sd(fin):.3f} | "
-                     f"{statistics.mean(au):.3f} ± {sd(au):.3f} | {len(rs)} |")
+                     f"{statistics.mean(au):.3f} ± {sd(au):.3f} | {len(rs)} |"
+                     + (f" {warm_greedy:.3f} -> {statistics.mean(g := [r['greedy_final'] for r in rs]):.3f} ± {sd(g):.3f} |"
+                        if greedy_cols else ""))
     print("\n".join(lines))
     # curves
     import matplotlib

@@ -284,6 +284,8 @@ class SFTConfig(CommonConfig):
     epochs: int = _f(2, "passes over the recorded steps", min=1)
     batch_size: int = _f(16, "steps per optimizer step", min=1)
     lr: float = _f(1e-4, "AdamW learning rate", min=0.0)
+    demo_noise: float = _f(0.0, "share of demonstration steps where a random action (stepgym's random agent) "
+                           "replaces the expert's and is cloned too: a weaker, epsilon-noisy warm start", min=0.0, max=1.0)
 
     family: ClassVar[str] = "sft"
 

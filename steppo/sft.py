@@ -36,15 +36,33 @@ SFT_SEED_BASE = 500_000
 
 
 def collect_expert_steps(env_fn, prompt_builder: ChatPromptBuilder, episodes: int, seed: int = 0,
-                         eos_id: int | None = None) -> list[tuple[list[int], list[int]]]:
-    """(prompt ids, target ids) of every expert step of ``episodes`` episodes."""
+                         eos_id: int | None = None, noise: float = 0.0) -> list[tuple[list[int], list[int]]]:
+    """(prompt ids, target ids) of every demonstration step of ``episodes`` episodes.
+
+    The demonstrator is the env's expert. With ``noise`` > 0 it is an epsilon-noisy expert:
+    at each step, with probability ``noise``, :class:`~stepgym.agents.RandomAgent` acts
+    instead (a random call in the env's own format), and that random action is recorded as
+    the target too. The expert recovers from the state it leads to, so the clone learns the
+    expert's behaviour plus a share of mistakes: a weaker warm start that leaves RL
+    decisions to improve, not only copying. Which steps are noisy depends only on ``seed``.
+    """
+    if not 0.0 <= noise <= 1.0:
+        raise InvalidArgument(f"demonstration noise must be in [0, 1], got {noise!r}")
     env = env_fn()
     tok = prompt_builder.tokenizer
     data: list[tuple[list[int], list[int]]] = []
+    rng = random.Random(seed * 7_919 + 17)
+    randomer = None
+    if noise > 0:
+        from stepgym.agents import RandomAgent
+
+        randomer = RandomAgent(seed=seed)
     try:
         for e in range(episodes):
             obs, info = env.reset(seed=SFT_SEED_BASE + seed * 10_007 + e)
             observations, actions = [obs], []
+            if randomer is not None:
+                randomer.reset()
             done = False
             while not done:
                 try:
@@ -52,6 +70,12 @@ def collect_expert_steps(env_fn, prompt_builder: ChatPromptBuilder, episodes: in
                 except NotImplementedError as exc:
                     raise InvalidArgument(f"{type(env.unwrapped).__name__} has no expert_action(); "
                                           "behaviour cloning needs one (or start RL from a model that already acts)") from exc
+                if randomer is not None:
+                    # Always consult both the coin and the agent, so one step's choice does
+                    # not shift the random stream of the steps after it.
+                    wrong = randomer.act(obs, info)
+                    if rng.random() < noise:
+                        action = wrong
                 ids, _ = prompt_builder.build(observations, actions)
                 target = tok(action, add_special_tokens=False)["input_ids"]
                 if eos_id is not None:
@@ -143,10 +167,11 @@ def run_sft(cfg: SFTConfig, console: Any = None, eval_episodes: int = 0, eval_se
                                     max_new_tokens=cfg.max_new_tokens, stop_strings=cfg.stop_strings)
         log(f"before the warm start ({cfg.model}): eval success {base_eval['eval/success_rate']:.2f} "
             f"invalid-action rate {base_eval['eval/invalid_action_rate']:.2f}")
-    data = collect_expert_steps(env_fn, pb, cfg.episodes, cfg.seed, eos_id)
+    data = collect_expert_steps(env_fn, pb, cfg.episodes, cfg.seed, eos_id, noise=cfg.demo_noise)
     t_data = time.perf_counter() - t0
     ntok = sum(len(p) + len(t) for p, t in data)
-    log(f"sft: {cfg.episodes} expert episodes, {len(data)} steps, {ntok} tokens ({t_data:.1f}s to record)")
+    kind = f"expert episodes (demo noise {cfg.demo_noise:g})" if cfg.demo_noise else "expert episodes"
+    log(f"sft: {cfg.episodes} {kind}, {len(data)} steps, {ntok} tokens ({t_data:.1f}s to record)")
     losses = sft_train(policy, data, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
                        micro_batch_size=cfg.micro_batch_size, weight_decay=cfg.weight_decay,
                        max_grad_norm=cfg.max_grad_norm, seed=cfg.seed, log=log)
