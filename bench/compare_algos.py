@@ -110,6 +110,7 @@ def main() -> None:
     ap.add_argument("--warm-lr", type=float, default=3e-3)
     ap.add_argument("--eval-episodes", type=int, default=64, help="held-out seeds per evaluation")
     ap.add_argument("--eval-every", type=int, default=2, help="iterations between evaluations")
+    ap.add_argument("--keep-policies", action="store_true", help="keep each run's final policy folder")
     ap.add_argument("--greedy-final", action="store_true",
                     help="also evaluate the warm start and each final policy greedily (table columns)")
     ap.add_argument("--eval-temperature", type=float, default=0.0, help="0 = greedy held-out evaluation")
@@ -165,7 +166,8 @@ def main() -> None:
                   f"({res['seconds']:.0f}s, {res['iterations']} iterations)", flush=True)
             with open(path, "w") as fh:
                 json.dump({**results, "warm": {"greedy": warm_greedy}}, fh, indent=1)
-            shutil.rmtree(os.path.join(args.out, f"{algo}_s{seed}", "policy"), ignore_errors=True)
+            if not args.keep_policies:
+                shutil.rmtree(os.path.join(args.out, f"{algo}_s{seed}", "policy"), ignore_errors=True)
             shutil.rmtree(os.path.join(args.out, f"{algo}_s{seed}", "checkpoints"), ignore_errors=True)
     # table
     greedy_cols = args.greedy_final and args.eval_temperature != 0
