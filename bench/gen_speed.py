@@ -107,6 +107,8 @@ def main() -> None:
     ap.add_argument("--stop", nargs="*", default=["</tool_call>"])
     ap.add_argument("--mode", choices=["single", "rollout", "both"], default="both")
     ap.add_argument("--episode-steps", type=int, default=4, help="step limit of the rollout's episodes")
+    ap.add_argument("--speculate", type=int, default=0,
+                    help="the sampler's prompt-lookup draft length (`--speculate` of stepgym train; 0 = off)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from rich.console import Console
@@ -119,8 +121,9 @@ def main() -> None:
     lm.eval()
     pol = Policy(lm, tok, critic="none")
     eos = end_of_turn_ids(tok, lm)
-    sampler = Sampler(pol, stop_strings=args.stop, eos_ids=eos)
-    fixed_sampler = Sampler(pol, stop_strings=(), eos_ids=[])  # never stops before max_new_tokens
+    sampler = Sampler(pol, stop_strings=args.stop, eos_ids=eos, speculate=args.speculate)
+    # never stops before max_new_tokens
+    fixed_sampler = Sampler(pol, stop_strings=(), eos_ids=[], speculate=args.speculate)
     if args.mode in ("single", "both"):
         table = Table(title=f"one call, fixed length: {args.model}, max_new_tokens={args.max_new_tokens}, threads={args.threads}")
         for col in ("batch", "prompt tokens (mean)", "HF generate tok/s", "steppo sampler tok/s", "speed-up"):
@@ -161,8 +164,8 @@ def main() -> None:
                             n, dt = run_ours(sampler, prompts, args.max_new_tokens, 1000 * r + k)
                         n_tot, t_tot = n_tot + n, t_tot + dt
                     rates[name] = n_tot / t_tot
-                print(f"rollout, batch {B}, repeat {r}: " + ", ".join(f"{k} {v:.1f}" for k, v in rates.items()),
-                      flush=True)
+                print(f"rollout, batch {B}, repeat {r}: " + ", ".join(f"{k} {v:.1f}" for k, v in rates.items())
+                      + f" (drafts accepted so far: {sampler.accepted_tokens} of {sampler.drafted_tokens})", flush=True)
                 best = {k: max(best[k], rates[k]) for k in best}
             mean_prompt = statistics.mean(len(p) for c in calls for p in c)
             table.add_row(str(B), str(len(calls)), f"{mean_prompt:.0f}", f"{best['hf']:.1f}", f"{best['plain']:.1f}",

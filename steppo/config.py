@@ -196,6 +196,8 @@ class TrainConfig(CommonConfig):
     group_size: int = _f(1, "episodes per task seed (GRPO-style groups); must divide episodes_per_iteration", min=1)
     num_envs: int = _f(8, "environments stepped side by side (the generation batch)", min=1)
     kv_reuse: bool = _f(True, "keep each episode's KV cache from one step to the next (prefill only the new tokens)")
+    speculate: int = _f(0, "prompt-lookup speculative decoding: up to K draft tokens per forward pass, copied from "
+                           "the prompt (same sampling distribution, exact log-probs; 0 = off)", min=0, max=16)
     temperature: float = _f(1.0, "sampling temperature of rollouts (log-probs are of the tempered policy)", min=1e-3)
     top_p: float = _f(1.0, "nucleus sampling of rollouts (1 = off)", min=1e-3, max=1.0)
     epochs: int = _f(2, "passes over each iteration's steps", min=1)

@@ -517,6 +517,11 @@ class Sampler:
         share_prefix: prefill the batch's common prompt prefix once (batch 1) and reuse it.
         min_shared_prefix: shortest common prefix (tokens) worth sharing.
         min_reuse: shortest cached prefix (tokens) worth reusing from a session.
+        speculate: prompt-lookup speculative decoding: up to this many draft tokens per
+            forward pass, copied from what follows the latest earlier occurrence of the
+            context's last tokens (tool calls repeat the prompt's names and JSON). Drafts are
+            accepted by speculative sampling, so samples follow exactly the same distribution
+            (greedy output is identical) and log-probs are the model's; 0 = off.
 
     Example:
         >>> from steppo.models import load_model
@@ -528,8 +533,14 @@ class Sampler:
     """
 
     def __init__(self, policy: Policy, stop_strings: tuple[str, ...] | list[str] = (), eos_ids: list[int] | None = None,
-                 share_prefix: bool = True, min_shared_prefix: int = 8, min_reuse: int = 8):
+                 share_prefix: bool = True, min_shared_prefix: int = 8, min_reuse: int = 8, speculate: int = 0):
+        if speculate < 0:
+            raise InvalidArgument(f"speculate must be >= 0 (draft tokens per step; 0 = off), got {speculate!r}")
         self.policy = policy
+        self.speculate = int(speculate)
+        #: draft tokens proposed / accepted by prompt-lookup speculation, since construction
+        self.drafted_tokens = 0
+        self.accepted_tokens = 0
         self.stop_strings = tuple(s for s in stop_strings if s)
         self.eos_ids = list(eos_ids) if eos_ids is not None else end_of_turn_ids(policy.tokenizer, policy.lm)
         self.share_prefix = share_prefix
@@ -566,16 +577,20 @@ class Sampler:
 
     def _save_rows(self, cache: Any, m: torch.Tensor, rows_js: list[tuple[int, int]], sessions: list[Any],
                    prompts: list[list[int]], out_ids: list[list[int]], t: int) -> None:
-        """Store the KV of cache rows ``j`` (original rows ``row``): prompt + the ``t`` tokens fed back."""
+        """Store the KV of cache rows ``j`` (original rows ``row``): prompt + the tokens fed back.
+
+        The number of fed tokens is read from the row's mask (``t`` without speculation).
+        """
         for j, row in rows_js:
             keep = m[j].bool()
-            ids = list(prompts[row]) + out_ids[row][:t]
+            fed = int(keep.sum()) - len(prompts[row])
+            ids = list(prompts[row]) + out_ids[row][:fed]
             ks = [layer.keys[j][:, keep, :] for layer in cache.layers]
             vs = [layer.values[j][:, keep, :] for layer in cache.layers]
             if ks and ks[0].shape[-2] == len(ids):
                 self._sessions[sessions[row]] = _SessionKV(ids, ks, vs)
 
-    def _forward(self, ids, att, pos, cache):
+    def _forward(self, ids, att, pos, cache, all_positions: bool = False):
         trunk = self.policy.trunk
         if self._cache_kw is None:
             import inspect
@@ -587,7 +602,7 @@ class Sampler:
         new_cache = getattr(out, "past_key_values", None)
         if new_cache is None:
             new_cache = getattr(out, "cache", cache)
-        return out.last_hidden_state[:, -1], new_cache
+        return (out.last_hidden_state if all_positions else out.last_hidden_state[:, -1]), new_cache
 
     def _prefill_groups(self, rest: list[int]) -> list[list[int]]:
         """Rows in one prefill batch, or two when padding to the longest rest would waste a lot."""
@@ -663,6 +678,163 @@ class Sampler:
         next_pos = torch.cat([p[3] for p in parts])
         return h, cache, m, next_pos
 
+    # -- prompt-lookup speculative decoding ----------------------------------------------
+    @staticmethod
+    def _draft(ctx: list[int], k: int, min_ngram: int = 2, max_ngram: int = 3) -> list[int]:
+        """Up to ``k`` tokens that followed the latest earlier occurrence of ``ctx``'s last n-gram."""
+        L = len(ctx)
+        if k <= 0:
+            return []
+        for n in range(min(max_ngram, L - 1), min_ngram - 1, -1):
+            tail = ctx[L - n:]
+            first = tail[0]
+            for s0 in range(L - n - 1, -1, -1):
+                if ctx[s0] == first and ctx[s0:s0 + n] == tail:
+                    return ctx[s0 + n:s0 + n + k]
+        return []
+
+    def _stop_reason(self, ids: list[int], max_new_tokens: int) -> str | None:
+        """Why a row whose response is ``ids`` ends now, or None while it goes on."""
+        if ids[-1] in self.eos_ids:
+            return "eos"
+        if self.stop_strings:
+            tail = self.policy.tokenizer.decode(ids[-self._tail:])
+            if any(s in tail for s in self.stop_strings):
+                return "stop_string"
+        return "length" if len(ids) >= max_new_tokens else None
+
+    def _decode_speculative(self, h, cache, m, next_pos, active, prompts, sessions, max_new_tokens, T, top_p,
+                            greedy, generator, want_v, out_ids, out_lp, out_v, reason) -> None:
+        """The decode loop with prompt-lookup drafts (``speculate`` > 0); fills the ``out_*`` lists.
+
+        Each pass feeds every row's last token plus its draft. Draft token i is kept with
+        probability p(d_i) under the sampling distribution (greedy: when it is the argmax); at
+        the first rejection the row's next token is drawn from p with d_i removed, and after a
+        fully accepted draft from the distribution that follows it. This is speculative
+        sampling with a deterministic draft, so every token has exactly the distribution of
+        plain decoding. Cache positions of rejected drafts stay in the cache, masked out.
+        """
+        pol = self.policy
+        dev = pol.device
+        lm_head = pol.lm_head
+        pad = pol.pad_id
+
+        def dists(hs):
+            logits = lm_head(hs).float() / T
+            logp = torch.log_softmax(logits, dim=-1)
+            if greedy:
+                return logp, None
+            samp = logits if top_p >= 1.0 else _top_p_filter(logits, top_p)
+            return logp, torch.softmax(samp, dim=-1)
+
+        def draw(logp_rows, probs_rows):
+            return logp_rows.argmax(-1) if greedy else _sample_inverse_cdf(probs_rows, generator)
+
+        logp, probs = dists(h)
+        tok = draw(logp, probs)
+        vals = pol.value_from_hidden(h).tolist() if want_v else None
+        lp0 = logp.gather(-1, tok[:, None]).squeeze(-1).tolist()
+        feed = tok.tolist()
+        finished: list[int] = []
+        for j, row in enumerate(active):
+            out_ids[row].append(feed[j])
+            out_lp[row].append(lp0[j])
+            if want_v:
+                out_v[row].append(vals[j])
+            r = self._stop_reason(out_ids[row], max_new_tokens)
+            if r is not None:
+                reason[row] = r
+                finished.append(j)
+        while True:
+            if finished:
+                done = set(finished)
+                if sessions is not None:
+                    self._save_rows(cache, m, [(j, active[j]) for j in finished], sessions, prompts, out_ids, 0)
+                keep = [j for j in range(len(active)) if j not in done]
+                if not keep:
+                    return
+                sel = torch.tensor(keep, device=dev)
+                cache.batch_select_indices(sel)
+                m, next_pos = m[sel], next_pos[sel]
+                active = [active[j] for j in keep]
+                feed = [feed[j] for j in keep]
+                finished = []
+            A = len(active)
+            drafts = [self._draft(prompts[row] + out_ids[row], min(self.speculate, max_new_tokens - len(out_ids[row]) - 1))
+                      for row in active]
+            D = max(len(d) for d in drafts)
+            ids = torch.full((A, D + 1), pad, dtype=torch.long)
+            new_m = torch.zeros((A, D + 1), dtype=m.dtype)
+            ids[:, 0] = torch.tensor(feed, dtype=torch.long)
+            new_m[:, 0] = 1
+            for j, d in enumerate(drafts):
+                if d:
+                    ids[j, 1:1 + len(d)] = torch.tensor(d, dtype=torch.long)
+                    new_m[j, 1:1 + len(d)] = 1
+            m = torch.cat([m, new_m.to(dev)], dim=1)
+            pos = next_pos[:, None] + torch.arange(D + 1, device=dev)[None]
+            H, cache = self._forward(ids.to(dev), m, pos, cache, all_positions=True)
+            logp, probs = dists(H)  # [A, D + 1, V]: column c predicts the token after fed column c
+            vals = pol.value_from_hidden(H).tolist() if want_v else None
+            n_acc = [0] * A
+            if D:
+                dr = ids[:, 1:].to(dev)
+                if greedy:
+                    ok = logp[:, :D].argmax(-1) == dr
+                else:
+                    p_d = probs[:, :D].gather(-1, dr[..., None]).squeeze(-1).double()
+                    u = torch.rand((A, D), generator=generator, dtype=torch.float64, device=dev)
+                    ok = u < p_d
+                ok_l = ok.tolist()
+                for j, d in enumerate(drafts):
+                    while n_acc[j] < len(d) and ok_l[j][n_acc[j]]:
+                        n_acc[j] += 1
+            self.drafted_tokens += sum(len(d) for d in drafts)
+            self.accepted_tokens += sum(n_acc)
+            # the next token of every row: after its accepted drafts, with a rejected draft removed
+            rows = torch.arange(A, device=dev)
+            cols = torch.tensor(n_acc, device=dev)
+            lp_next = logp[rows, cols]
+            pr_next = None
+            if not greedy:
+                pr_next = probs[rows, cols].clone()
+                for j, d in enumerate(drafts):
+                    if n_acc[j] < len(d):
+                        pr_next[j, d[n_acc[j]]] = 0.0
+            nxt = draw(lp_next, pr_next).tolist()
+            acc_lp = logp[:, :D].gather(-1, ids[:, 1:].to(dev)[..., None]).squeeze(-1).tolist() if D else None
+            nxt_lp = lp_next.gather(-1, torch.tensor(nxt, device=dev)[:, None]).squeeze(-1).tolist()
+            step = torch.zeros(A, dtype=next_pos.dtype, device=dev)
+            W = m.shape[1]
+            for j, row in enumerate(active):
+                stopped = False
+                for i in range(n_acc[j]):
+                    out_ids[row].append(drafts[j][i])
+                    out_lp[row].append(acc_lp[j][i])
+                    if want_v:
+                        out_v[row].append(vals[j][i])
+                    r = self._stop_reason(out_ids[row], max_new_tokens)
+                    if r is not None:
+                        reason[row] = r
+                        m[j, W - D + i + 1:] = 0  # drafts after the one that ended the row
+                        finished.append(j)
+                        stopped = True
+                        break
+                if stopped:
+                    continue
+                m[j, W - D + n_acc[j]:] = 0  # rejected (and padding) draft positions
+                step[j] = n_acc[j] + 1
+                out_ids[row].append(nxt[j])
+                out_lp[row].append(nxt_lp[j])
+                if want_v:
+                    out_v[row].append(vals[j][n_acc[j]])
+                feed[j] = nxt[j]
+                r = self._stop_reason(out_ids[row], max_new_tokens)
+                if r is not None:
+                    reason[row] = r
+                    finished.append(j)
+            next_pos = next_pos + step
+
     @torch.inference_mode()
     def generate(self, prompts: list[list[int]], *, max_new_tokens: int = 64, temperature: float | None = None,
                  top_p: float = 1.0, generator: torch.Generator | None = None, values: str = "none",
@@ -728,9 +900,12 @@ class Sampler:
             out_lp: list[list[float]] = [[] for _ in range(B)]
             out_v: list[list[float]] = [[] for _ in range(B)]
             reason = ["length"] * B
+            if self.speculate:
+                self._decode_speculative(h, cache, m, next_pos, active, prompts, sessions, max_new_tokens, T, top_p,
+                                         greedy, generator, want_v, out_ids, out_lp, out_v, reason)
             eos = torch.tensor(self.eos_ids or [-1], device=dev)
             lm_head = pol.lm_head
-            for t in range(max_new_tokens):
+            for t in range(0 if self.speculate else max_new_tokens):
                 logits = lm_head(h).float()
                 if want_v:
                     v = pol.value_from_hidden(h).tolist()

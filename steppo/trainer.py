@@ -383,7 +383,7 @@ class Trainer:
         tok = self.policy.tokenizer
         self.prompt_builder = ChatPromptBuilder(tok, cfg.max_history_turns, cfg.max_prompt_tokens,
                                                  history_stride=cfg.history_stride)
-        self.sampler = Sampler(self.policy, stop_strings=cfg.stop_strings)
+        self.sampler = Sampler(self.policy, stop_strings=cfg.stop_strings, speculate=cfg.speculate)
         gen_values = "none"
         if critic == "shared":
             gen_values = self.critic_kind  # "step" or "token": read for free while sampling
@@ -715,6 +715,7 @@ class Trainer:
         params = SamplingParams(cfg.max_new_tokens, cfg.temperature, cfg.top_p,
                                 seed=int(np.random.default_rng([cfg.seed, it, 3]).integers(2**31)))
         reused0, prefilled0 = self.sampler.reused_tokens, self.sampler.prefilled_tokens
+        drafted0, accepted0 = self.sampler.drafted_tokens, self.sampler.accepted_tokens
         batch = self.collector.collect(seeds, groups, params, traj_id_start=it * cfg.episodes_per_iteration)
         if self._stop:
             raise _Interrupted()
@@ -733,6 +734,10 @@ class Trainer:
         row["perf/rollout_s"] = batch.wall_s
         # share of prompt tokens served from KV caches instead of prefilled (kv_reuse, shared prefixes)
         row["perf/prompt_cache_hit"] = reused / max(1, prompt_tokens)
+        if cfg.speculate:
+            # share of prompt-lookup draft tokens the policy accepted (speculative sampling)
+            drafted = self.sampler.drafted_tokens - drafted0
+            row["perf/draft_acceptance"] = (self.sampler.accepted_tokens - accepted0) / max(1, drafted)
         if (cfg.eval_every and it % cfg.eval_every == 0) or it == cfg.iterations:
             row.update(self.evaluate())
         row["perf/iteration_s"] = time.perf_counter() - t0

@@ -248,3 +248,88 @@ def test_a_new_long_prompt_among_cached_rows_is_prefilled_apart_and_stays_exact(
     sampler.generate(short, max_new_tokens=5, generator=torch.Generator().manual_seed(4), sessions=[0, 1, 2])
     grouped = sampler.generate(nxt, max_new_tokens=6, greedy=True, sessions=[0, 1, 2, 3])
     assert [x.response_ids for x in grouped] == [x.response_ids for x in plain]
+
+
+# -- prompt-lookup speculative decoding ------------------------------------------------------
+def test_draft_copies_what_followed_the_latest_match():
+    ctx = [1, 2, 3, 4, 9, 1, 2, 3, 5, 6, 7, 2, 3]
+    # last 3-gram (7, 2, 3) never occurred before; last 2-gram (2, 3) last occurred at 6..7
+    assert Sampler._draft(ctx, 4) == [5, 6, 7, 2]
+    assert Sampler._draft(ctx, 2) == [5, 6]
+    assert Sampler._draft([1, 2, 3, 4, 1, 2, 3], 3) == [4, 1, 2]  # the 3-gram wins
+    assert Sampler._draft([1, 2, 3, 4], 3) == []  # no earlier occurrence
+    assert Sampler._draft(ctx, 0) == []
+
+
+def _repetitive_prompts(tok):
+    texts = ["Task: population of Belxo? Belxo population Belxo population Belxo",
+             "abc abc abc abc abc abc", "lookup Tesru founded lookup Tesru founded lookup"]
+    return [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+
+
+def test_speculation_keeps_greedy_output_and_log_probs(tiny):
+    lm, tok = tiny
+    pol = Policy(lm, tok, critic="shared", temperature=0.8)
+    prompts = _repetitive_prompts(tok)
+    plain = Sampler(pol, stop_strings=("</tool_call>",)).generate(prompts, max_new_tokens=24, greedy=True,
+                                                                   values="token")
+    spec = Sampler(pol, stop_strings=("</tool_call>",), speculate=4)
+    fast = spec.generate(prompts, max_new_tokens=24, greedy=True, values="token")
+    assert spec.accepted_tokens > 0  # drafts were proposed and some were right
+    for a, b in zip(plain, fast):
+        assert a.response_ids == b.response_ids and a.stop_reason == b.stop_reason
+        assert a.logprobs == pytest.approx(b.logprobs, abs=1e-4)
+        assert a.token_values == pytest.approx(b.token_values, abs=1e-4)
+
+
+def test_speculative_samples_have_exact_log_probs_and_values(tiny, monkeypatch):
+    lm, tok = tiny
+    pol = Policy(lm, tok, critic="shared", temperature=0.7)
+    prompts = [tok(t, add_special_tokens=False)["input_ids"] for t in _prompts(tok)]
+    sampler = Sampler(pol, speculate=3)
+    # always draft the same token, so the accept / reject / bonus paths all run
+    monkeypatch.setattr(Sampler, "_draft", staticmethod(lambda ctx, k, **kw: [ctx[-1]] * k))
+    gens = sampler.generate(prompts, max_new_tokens=12, generator=torch.Generator().manual_seed(2), values="token")
+    assert sampler.drafted_tokens > 0
+    with torch.no_grad():
+        out = pol.score(prompts, [g.response_ids for g in gens], values="token")
+    for i, g in enumerate(gens):
+        n = len(g.response_ids)
+        assert n == 12 or g.stop_reason != "length"
+        assert torch.allclose(out.logprobs[i, :n], torch.tensor(g.logprobs), atol=1e-4), i
+        assert torch.allclose(out.token_values[i, :n], torch.tensor(g.token_values), atol=1e-4), i
+
+
+def test_speculative_sampling_keeps_the_distribution(tiny, monkeypatch):
+    """With a fixed draft token X, P(token 2 = X) and P(token 3 = X) match plain sampling.
+
+    Keeping a draft with probability p(X) is only exact if a rejection then samples from p
+    with X removed; without that, X would come out with probability p + (1 - p) p.
+    """
+    lm, tok = tiny
+    # a low temperature makes the random tiny model's next token likely but not certain
+    pol = Policy(lm, tok, critic="none", temperature=0.1)
+    prompt = tok("Task: What is the population of Belxo?", add_special_tokens=False)["input_ids"]
+    N = 1500
+    plain = Sampler(pol, share_prefix=True, eos_ids=[]).generate([prompt] * N, max_new_tokens=3,
+                                                                 generator=torch.Generator().manual_seed(0))
+    second = [g.response_ids[1] for g in plain]
+    X = max(set(second), key=second.count)
+    assert 0.15 < second.count(X) / N < 0.85  # else the check below could not tell the difference
+    monkeypatch.setattr(Sampler, "_draft", staticmethod(lambda ctx, k, **kw: [X] * k))
+    spec = Sampler(pol, share_prefix=True, eos_ids=[], speculate=2)
+    fast = spec.generate([prompt] * N, max_new_tokens=3, generator=torch.Generator().manual_seed(1))
+    assert spec.accepted_tokens > 0 and spec.accepted_tokens < spec.drafted_tokens
+    for pos in (1, 2):
+        f_plain = sum(g.response_ids[pos] == X for g in plain) / N
+        f_spec = sum(g.response_ids[pos] == X for g in fast) / N
+        sd = (max(f_plain * (1 - f_plain), 0.01) * 2 / N) ** 0.5
+        assert abs(f_spec - f_plain) < 4.5 * sd, (pos, f_plain, f_spec)
+    first = [g.response_ids[0] for g in plain]
+    assert abs(first.count(X) - [g.response_ids[0] for g in fast].count(X)) / N < 0.06
+
+
+def test_speculation_is_refused_below_zero(tiny):
+    lm, tok = tiny
+    with pytest.raises(Exception, match="speculate"):
+        Sampler(Policy(lm, tok, critic="none"), speculate=-1)

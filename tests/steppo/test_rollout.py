@@ -181,16 +181,19 @@ def test_prompt_builder_keeps_the_task_and_recent_turns(parts):
         pb.build(obs, acts[:1])
 
 
-def test_kv_reuse_gives_the_same_greedy_rollout_with_less_prefill(parts):
+@pytest.mark.parametrize("speculate", [0, 4])
+def test_kv_reuse_gives_the_same_greedy_rollout_with_less_prefill(parts, speculate):
     pol, tok = parts
     pb = ChatPromptBuilder(tok, max_history_turns=3)
     runs = {}
     for reuse in (False, True):
-        sampler = Sampler(pol, stop_strings=("</tool_call>",))
+        # with speculation, rejected drafts leave masked positions in the kept caches
+        sampler = Sampler(pol, stop_strings=("</tool_call>",), speculate=speculate if reuse else 0)
         gen = LocalGenerator(sampler, reuse_cache=reuse)
         col = InProcessCollector(make_env_fn("stepgym/ToolUse-v0", ENV_KW), gen, pb, num_envs=2)
         batch = col.collect([3, 4, 5], [0, 1, 2], SamplingParams(max_new_tokens=12, greedy=True))
         runs[reuse] = (batch, sampler.prefilled_tokens, sampler.reused_tokens)
+        assert (sampler.accepted_tokens > 0) == bool(sampler.speculate)
         assert sampler.num_sessions == 0  # nothing kept once the collection ends
         col.close()
     (plain, pre0, _), (cached, pre1, reused1) = runs[False], runs[True]

@@ -143,6 +143,7 @@ def test_gspo_minibatches_keep_trajectories_whole(tmp_path):
     {"algo": "steppo_no_step_ratio", "lora_r": 4},
     {"algo": "rloo"}, {"algo": "reinforce_pp"}, {"algo": "gspo"},
     {"algo": "steppo", "max_history_turns": 2, "history_stride": 2},
+    {"algo": "steppo", "speculate": 3},
 ], ids=lambda e: "-".join(f"{k}={v}" for k, v in e.items()))
 def test_options_run_one_iteration(tmp_path, extra):
     Trainer(_cfg(tmp_path / "run", iterations=1, eval_before=False, save_every=0, **extra)).train()
@@ -152,6 +153,10 @@ def test_options_run_one_iteration(tmp_path, extra):
         assert row["losses/kl"] >= 0.0 and "losses/entropy" in row
     if extra.get("critic") == "separate":
         assert (tmp_path / "run" / "policy" / "critic" / "critic_trunk.pt").exists()
+    if extra.get("speculate"):
+        assert 0.0 <= row["perf/draft_acceptance"] <= 1.0
+    else:
+        assert "perf/draft_acceptance" not in row
 
 
 def _warm_start(tmp_path, epochs: int) -> str:
