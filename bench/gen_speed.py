@@ -15,6 +15,10 @@ alternating, best of ``--repeats``. Two workloads:
   order, through HF ``generate`` and through the sampler without the cache.
 
     python bench/gen_speed.py --model smollm2-135m --batch 8 16 --threads 2
+
+``--speculate K`` turns on the sampler's prompt-lookup speculative decoding and adds the same
+rollout without it, side by side. ``--model`` also takes a policy folder, e.g. the README
+demo's warm start ``runs/demo/sft/policy``, which writes tool calls as the trainer's policy does.
 """
 
 from __future__ import annotations
@@ -122,6 +126,7 @@ def main() -> None:
     pol = Policy(lm, tok, critic="none")
     eos = end_of_turn_ids(tok, lm)
     sampler = Sampler(pol, stop_strings=args.stop, eos_ids=eos, speculate=args.speculate)
+    plain_sampler = Sampler(pol, stop_strings=args.stop, eos_ids=eos)  # no speculation
     # never stops before max_new_tokens
     fixed_sampler = Sampler(pol, stop_strings=(), eos_ids=[], speculate=args.speculate)
     if args.mode in ("single", "both"):
@@ -147,29 +152,42 @@ def main() -> None:
     if args.mode in ("rollout", "both"):
         table = Table(title=f"rollout ({args.episode_steps}-step episodes of ToolUse-v0 easy): {args.model}, "
                             f"max_new_tokens={args.max_new_tokens}, threads={args.threads}")
-        for col in ("batch", "calls", "prompt tokens (mean)", "HF generate tok/s", "sampler, no cache tok/s",
-                    "sampler in rollout tok/s", "speed-up vs HF"):
+        cols = ["batch", "calls", "prompt tokens (mean)", "HF generate tok/s", "sampler, no cache tok/s",
+                "sampler in rollout tok/s", "speed-up vs HF"]
+        if args.speculate:
+            cols[5:5] = ["sampler in rollout, no speculation tok/s"]
+            cols[-1] = f"speed-up vs HF (speculate {args.speculate})"
+            cols.append("speed-up vs HF, no speculation")
+        for col in cols:
             table.add_column(col, justify="right")
         for B in args.batch:
-            best = {"hf": 0.0, "plain": 0.0, "ours": 0.0}
+            best = {"hf": 0.0, "plain": 0.0, "ours": 0.0, "nospec": 0.0}
             for r in range(args.repeats):
+                rates = {}
+                if args.speculate:  # the same rollout without speculation, side by side
+                    n, dt, _ = run_rollout(plain_sampler, tok, B, args.max_new_tokens, r, args.episode_steps)
+                    rates["nospec"] = n / dt
                 n, dt, calls = run_rollout(sampler, tok, B, args.max_new_tokens, r, args.episode_steps)
-                rates = {"ours": n / dt}
+                rates["ours"] = n / dt
                 for name in ("hf", "plain"):
                     n_tot, t_tot = 0, 0.0
                     for k, prompts in enumerate(calls):
                         if name == "hf":
                             n, dt = run_hf(lm, tok, prompts, args.max_new_tokens, 1000 * r + k, eos, args.stop)
                         else:
-                            n, dt = run_ours(sampler, prompts, args.max_new_tokens, 1000 * r + k)
+                            n, dt = run_ours(plain_sampler, prompts, args.max_new_tokens, 1000 * r + k)
                         n_tot, t_tot = n_tot + n, t_tot + dt
                     rates[name] = n_tot / t_tot
                 print(f"rollout, batch {B}, repeat {r}: " + ", ".join(f"{k} {v:.1f}" for k, v in rates.items())
                       + f" (drafts accepted so far: {sampler.accepted_tokens} of {sampler.drafted_tokens})", flush=True)
                 best = {k: max(best[k], rates[k]) for k in best}
             mean_prompt = statistics.mean(len(p) for c in calls for p in c)
-            table.add_row(str(B), str(len(calls)), f"{mean_prompt:.0f}", f"{best['hf']:.1f}", f"{best['plain']:.1f}",
-                          f"{best['ours']:.1f}", f"{best['ours'] / best['hf']:.2f}x")
+            row = [str(B), str(len(calls)), f"{mean_prompt:.0f}", f"{best['hf']:.1f}", f"{best['plain']:.1f}",
+                   f"{best['ours']:.1f}", f"{best['ours'] / best['hf']:.2f}x"]
+            if args.speculate:
+                row[5:5] = [f"{best['nospec']:.1f}"]
+                row.append(f"{best['nospec'] / best['hf']:.2f}x")
+            table.add_row(*row)
         Console().print(table)
 
 
