@@ -926,14 +926,10 @@ class Sampler:
                     out_lp[row].append(lp_l[j])
                     if want_v:
                         out_v[row].append(v[j])
-                    if eos_l[j]:
-                        reason[row] = "eos"
+                    r = "eos" if eos_l[j] else self._stop_reason(out_ids[row], max_new_tokens)
+                    if r is not None and r != "length":  # the loop itself ends at the length limit
+                        reason[row] = r
                         continue
-                    if self.stop_strings:
-                        tail = pol.tokenizer.decode(out_ids[row][-self._tail:])
-                        if any(s in tail for s in self.stop_strings):
-                            reason[row] = "stop_string"
-                            continue
                     keep.append(j)
                 if not keep or t == max_new_tokens - 1:
                     if sessions is not None:
