@@ -7,7 +7,9 @@ iterations, then ``--steps`` timed ones (rollout + one update each), and the tab
 reports episodes per second over the timed ones.
 
     python bench/vs_trl.py --model tiny --threads 2              # quick check (minutes)
-    python bench/vs_trl.py --model smollm2-135m --threads 2      # the documented run
+    python bench/vs_trl.py --model smollm2-135m --threads 2      # the base model: no tool calls
+    # a model that writes tool calls (the README demo's warm start), StepPO with speculation
+    python bench/vs_trl.py --model runs/demo/sft/policy --threads 2 --speculate 4
 
 What is matched and what cannot be:
 * stepgym: ``max_new_tokens`` tokens per step, at most ``--max-steps`` env steps per episode,
@@ -54,7 +56,7 @@ def _run_stepgym(args: argparse.Namespace) -> dict:
         episodes_per_iteration=args.episodes, num_envs=args.episodes, max_new_tokens=args.max_new_tokens,
         epochs=1, minibatch_size=args.episodes * args.max_steps, micro_batch_size=8,
         out=tempfile.mkdtemp(prefix="vs_trl_steppo_"), overwrite=True, progress=False, tensorboard=False,
-        eval_before=False, eval_every=0, save_every=0, threads=args.threads,
+        eval_before=False, eval_every=0, save_every=0, threads=args.threads, speculate=args.speculate,
     )
     tr = Trainer(cfg, console=Console(quiet=True))
     tr.setup()
@@ -147,6 +149,7 @@ def main() -> int:
     ap.add_argument("--max-steps", type=int, default=4, help="env steps per episode (TRL: model turns)")
     ap.add_argument("--steps", type=int, default=2, help="timed iterations/steps per framework")
     ap.add_argument("--warmup", type=int, default=1, help="untimed iterations/steps before them")
+    ap.add_argument("--speculate", type=int, default=0, help="StepPO's prompt-lookup draft length (0 = off)")
     ap.add_argument("--only", choices=["stepgym", "trl"], default=None, help="run one framework only")
     ap.add_argument("--worker", choices=["stepgym", "trl"], default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
