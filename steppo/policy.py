@@ -449,6 +449,14 @@ def _sample_inverse_cdf(probs: torch.Tensor, generator: torch.Generator | None) 
     return tok.squeeze(-1).clamp_(max=probs.shape[-1] - 1)
 
 
+def _push(out_ids: list, out_lp: list, out_v: list, row: int, tok: int, lp: float, v: float | None) -> None:
+    """Append one generated token (its log-prob, and its value when read) to row ``row``."""
+    out_ids[row].append(tok)
+    out_lp[row].append(lp)
+    if v is not None:
+        out_v[row].append(v)
+
+
 def _growing_cache(reserve: int):
     """A ``DynamicCache`` whose layers write into preallocated buffers instead of ``torch.cat``.
 
@@ -737,10 +745,7 @@ class Sampler:
         feed = tok.tolist()
         finished: list[int] = []
         for j, row in enumerate(active):
-            out_ids[row].append(feed[j])
-            out_lp[row].append(lp0[j])
-            if want_v:
-                out_v[row].append(vals[j])
+            _push(out_ids, out_lp, out_v, row, feed[j], lp0[j], vals[j] if want_v else None)
             r = self._stop_reason(out_ids[row], max_new_tokens)
             if r is not None:
                 reason[row] = r
@@ -809,10 +814,7 @@ class Sampler:
             for j, row in enumerate(active):
                 stopped = False
                 for i in range(n_acc[j]):
-                    out_ids[row].append(drafts[j][i])
-                    out_lp[row].append(acc_lp[j][i])
-                    if want_v:
-                        out_v[row].append(vals[j][i])
+                    _push(out_ids, out_lp, out_v, row, drafts[j][i], acc_lp[j][i], vals[j][i] if want_v else None)
                     r = self._stop_reason(out_ids[row], max_new_tokens)
                     if r is not None:
                         reason[row] = r
@@ -824,10 +826,7 @@ class Sampler:
                     continue
                 m[j, W - D + n_acc[j]:] = 0  # rejected (and padding) draft positions
                 step[j] = n_acc[j] + 1
-                out_ids[row].append(nxt[j])
-                out_lp[row].append(nxt_lp[j])
-                if want_v:
-                    out_v[row].append(vals[j][n_acc[j]])
+                _push(out_ids, out_lp, out_v, row, nxt[j], nxt_lp[j], vals[j][n_acc[j]] if want_v else None)
                 feed[j] = nxt[j]
                 r = self._stop_reason(out_ids[row], max_new_tokens)
                 if r is not None:
@@ -922,10 +921,7 @@ class Sampler:
                 tok_l, lp_l, eos_l = tok.tolist(), lp.tolist(), is_eos.tolist()
                 keep: list[int] = []
                 for j, row in enumerate(active):
-                    out_ids[row].append(tok_l[j])
-                    out_lp[row].append(lp_l[j])
-                    if want_v:
-                        out_v[row].append(v[j])
+                    _push(out_ids, out_lp, out_v, row, tok_l[j], lp_l[j], v[j] if want_v else None)
                     r = "eos" if eos_l[j] else self._stop_reason(out_ids[row], max_new_tokens)
                     if r is not None and r != "length":  # the loop itself ends at the length limit
                         reason[row] = r
