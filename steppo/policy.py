@@ -584,10 +584,10 @@ class Sampler:
             self._weights_version = v
 
     def _save_rows(self, cache: Any, m: torch.Tensor, rows_js: list[tuple[int, int]], sessions: list[Any],
-                   prompts: list[list[int]], out_ids: list[list[int]], t: int) -> None:
+                   prompts: list[list[int]], out_ids: list[list[int]]) -> None:
         """Store the KV of cache rows ``j`` (original rows ``row``): prompt + the tokens fed back.
 
-        The number of fed tokens is read from the row's mask (``t`` without speculation).
+        The number of fed tokens is read from the row's mask.
         """
         for j, row in rows_js:
             keep = m[j].bool()
@@ -754,7 +754,7 @@ class Sampler:
             if finished:
                 done = set(finished)
                 if sessions is not None:
-                    self._save_rows(cache, m, [(j, active[j]) for j in finished], sessions, prompts, out_ids, 0)
+                    self._save_rows(cache, m, [(j, active[j]) for j in finished], sessions, prompts, out_ids)
                 keep = [j for j in range(len(active)) if j not in done]
                 if not keep:
                     return
@@ -902,7 +902,6 @@ class Sampler:
             if self.speculate:
                 self._decode_speculative(h, cache, m, next_pos, active, prompts, sessions, max_new_tokens, T, top_p,
                                          greedy, generator, want_v, out_ids, out_lp, out_v, reason)
-            eos = torch.tensor(self.eos_ids or [-1], device=dev)
             lm_head = pol.lm_head
             for t in range(0 if self.speculate else max_new_tokens):
                 logits = lm_head(h).float()
@@ -917,25 +916,24 @@ class Sampler:
                     probs = torch.softmax(samp, dim=-1)
                     tok = _sample_inverse_cdf(probs, generator)
                 lp = logp_all.gather(-1, tok[:, None]).squeeze(-1)
-                is_eos = torch.isin(tok, eos)
-                tok_l, lp_l, eos_l = tok.tolist(), lp.tolist(), is_eos.tolist()
+                tok_l, lp_l = tok.tolist(), lp.tolist()
                 keep: list[int] = []
                 for j, row in enumerate(active):
                     _push(out_ids, out_lp, out_v, row, tok_l[j], lp_l[j], v[j] if want_v else None)
-                    r = "eos" if eos_l[j] else self._stop_reason(out_ids[row], max_new_tokens)
+                    r = self._stop_reason(out_ids[row], max_new_tokens)
                     if r is not None and r != "length":  # the loop itself ends at the length limit
                         reason[row] = r
                         continue
                     keep.append(j)
                 if not keep or t == max_new_tokens - 1:
                     if sessions is not None:
-                        self._save_rows(cache, m, list(enumerate(active)), sessions, prompts, out_ids, t)
+                        self._save_rows(cache, m, list(enumerate(active)), sessions, prompts, out_ids)
                     break
                 if len(keep) < len(active):
                     if sessions is not None:
                         kept = set(keep)
                         done = [(j, row) for j, row in enumerate(active) if j not in kept]
-                        self._save_rows(cache, m, done, sessions, prompts, out_ids, t)
+                        self._save_rows(cache, m, done, sessions, prompts, out_ids)
                     sel = torch.tensor(keep, device=dev)
                     cache.batch_select_indices(sel)
                     tok, m, next_pos = tok[sel], m[sel], next_pos[sel]
