@@ -113,6 +113,9 @@ class CommonConfig:
     weight_decay: float = _f(0.0, "AdamW weight decay", min=0.0)
     max_grad_norm: float = _f(1.0, "gradient clipping norm (0 disables it)", min=0.0)
     micro_batch_size: int = _f(8, "steps per forward/backward chunk (gradient accumulation inside a minibatch)", min=1)
+    micro_batch_tokens: int = _f(1024, "most padded tokens (sequences x longest sequence) in one forward/backward "
+                                       "chunk; chunks hold sequences of similar length (0 = no token limit, "
+                                       "micro_batch_size only). Raise it on a GPU", min=0)
     train_layers: int = _f(0, "train only the last K transformer blocks (0 = all parameters); cheap on CPU", min=0)
     lora_r: int = _f(0, "LoRA rank (0 = full fine-tuning; needs the 'lora' extra: peft)", min=0)
     lora_alpha: int = _f(16, "LoRA alpha", min=1)

@@ -161,6 +161,39 @@ def pack_steps(prompts: list[list[int]], responses: list[list[int]]) -> tuple[li
     return out, [first[seq_of[i]] for i in range(n)]
 
 
+def plan_micro_batches(units: list[tuple[int, list[int]]], max_rows: int, max_tokens: int = 0) -> list[list[int]]:
+    """Group units (episodes or single steps) into forward/backward chunks of similar length.
+
+    ``units[u] = (rows, sequence_lengths)``: how many steps unit ``u`` holds and the lengths of
+    the sequences its forward pass runs (one per packed sequence). Units are taken shortest
+    first (by their longest sequence) and a chunk is closed before it would exceed
+    ``max_rows`` steps or ``max_tokens`` padded tokens (sequences x longest sequence; 0 = no
+    token limit). A unit over either limit on its own gets a chunk of its own. Sorting by
+    length keeps padding low, and a token cap keeps each chunk's activations small (on CPU,
+    ~1k-token chunks run faster per token than one large batch). Returns the unit indices of
+    each chunk.
+
+    Example:
+        >>> plan_micro_batches([(3, [300]), (1, [40]), (2, [290]), (1, [50])], max_rows=8, max_tokens=700)
+        [[1, 3], [2, 0]]
+    """
+    order = sorted(range(len(units)), key=lambda u: max(units[u][1], default=0))
+    chunks: list[list[int]] = []
+    rows = seqs = longest = 0
+    for u in order:
+        r, lens = units[u]
+        lu = max(lens, default=0)
+        n_rows, n_seqs, n_long = rows + r, seqs + len(lens), max(longest, lu)
+        if chunks and (n_rows > max_rows or (max_tokens and n_seqs * n_long > max_tokens)):
+            chunks.append([])
+            n_rows, n_seqs, n_long = r, len(lens), lu
+        if not chunks:
+            chunks.append([])
+        chunks[-1].append(u)
+        rows, seqs, longest = n_rows, n_seqs, n_long
+    return chunks
+
+
 def _logprobs_from_hidden(lm_head: nn.Module, h: torch.Tensor, ids: torch.Tensor, temperature: float,
                           want_entropy: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
     logits = lm_head(h).float()
@@ -960,6 +993,19 @@ class Sampler:
                 g.token_values = out_v[i]
             gens.append(g)
         return gens
+
+
+def adamw(params: Any, **kwargs: Any) -> torch.optim.AdamW:
+    """``torch.optim.AdamW`` with the fused kernel where this build has it for the parameters.
+
+    The fused step does the same arithmetic in one kernel; on CPU it is ~5x faster than the
+    default multi-tensor step (0.08 s against 0.4 s for SmolLM2-135M on 2 cores), which
+    matters when an update is one or two optimizer steps.
+    """
+    try:
+        return torch.optim.AdamW(params, fused=True, **kwargs)
+    except (RuntimeError, ValueError, TypeError):  # a device or dtype without the fused kernel
+        return torch.optim.AdamW(params, **kwargs)
 
 
 def set_threads(n: int) -> None:

@@ -26,7 +26,7 @@ import torch
 
 from stepgym.errors import InvalidArgument
 from steppo.config import SFTConfig, config_to_dict
-from steppo.policy import Policy, end_of_turn_ids, set_threads
+from steppo.policy import Policy, adamw, end_of_turn_ids, plan_micro_batches, set_threads
 from steppo.rollout import ChatPromptBuilder, make_env_fn
 
 __all__ = ["collect_expert_steps", "run_sft", "sft_train", "evaluate_policy"]
@@ -92,10 +92,10 @@ def collect_expert_steps(env_fn, prompt_builder: ChatPromptBuilder, episodes: in
 
 def sft_train(policy: Policy, data: list[tuple[list[int], list[int]]], *, epochs: int, batch_size: int, lr: float,
               micro_batch_size: int = 8, weight_decay: float = 0.0, max_grad_norm: float = 1.0, seed: int = 0,
-              log=None) -> list[float]:
+              log=None, micro_batch_tokens: int = 0) -> list[float]:
     """Cross-entropy on the target tokens; returns the mean loss of each epoch."""
     params = policy.policy_parameters()
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    opt = adamw(params, lr=lr, weight_decay=weight_decay)
     rng = np.random.default_rng(seed)
     losses: list[float] = []
     policy.train()
@@ -104,11 +104,11 @@ def sft_train(policy: Policy, data: list[tuple[list[int], list[int]]], *, epochs
         perm = rng.permutation(len(data)).tolist()
         tot, n = 0.0, 0
         for b0 in range(0, len(perm), batch_size):
-            mb = sorted(perm[b0:b0 + batch_size], key=lambda i: lengths[i])
+            mb = perm[b0:b0 + batch_size]
             opt.zero_grad(set_to_none=True)
             ntok = sum(len(data[i][1]) for i in mb)
-            for u0 in range(0, len(mb), micro_batch_size):
-                idx = mb[u0:u0 + micro_batch_size]
+            for chunk in plan_micro_batches([(1, [lengths[i]]) for i in mb], micro_batch_size, micro_batch_tokens):
+                idx = [mb[u] for u in chunk]
                 out = policy.score([data[i][0] for i in idx], [data[i][1] for i in idx])
                 loss = -(out.logprobs * out.mask).sum() / ntok  # token-mean over the minibatch
                 loss.backward()
@@ -173,7 +173,8 @@ def run_sft(cfg: SFTConfig, console: Any = None, eval_episodes: int = 0, eval_se
     kind = f"expert episodes (demo noise {cfg.demo_noise:g})" if cfg.demo_noise else "expert episodes"
     log(f"sft: {cfg.episodes} {kind}, {len(data)} steps, {ntok} tokens ({t_data:.1f}s to record)")
     losses = sft_train(policy, data, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
-                       micro_batch_size=cfg.micro_batch_size, weight_decay=cfg.weight_decay,
+                       micro_batch_size=cfg.micro_batch_size, micro_batch_tokens=cfg.micro_batch_tokens,
+                       weight_decay=cfg.weight_decay,
                        max_grad_norm=cfg.max_grad_norm, seed=cfg.seed, log=log)
     os.makedirs(cfg.out, exist_ok=True)
     extra = config_to_dict(cfg)

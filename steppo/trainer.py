@@ -52,7 +52,7 @@ import torch
 
 from stepgym.errors import InvalidArgument, InvalidConfig, StepgymError
 from steppo.config import TrainConfig, config_to_dict
-from steppo.policy import Policy, Sampler, count_parameters, set_threads
+from steppo.policy import Policy, Sampler, adamw, count_parameters, pack_steps, plan_micro_batches, set_threads
 from steppo.rollout import (
     ChatPromptBuilder,
     InProcessCollector,
@@ -379,7 +379,7 @@ class Trainer:
             groups.append({"params": cps, "lr": clr})
         if not groups[0]["params"]:
             raise InvalidConfig("train_layers", cfg.train_layers, "a setting that leaves some parameters trainable")
-        self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.optimizer = adamw(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
         tok = self.policy.tokenizer
         self.prompt_builder = ChatPromptBuilder(tok, cfg.max_history_turns, cfg.max_prompt_tokens,
                                                  history_stride=cfg.history_stride)
@@ -560,18 +560,21 @@ class Trainer:
         With ``pack_trajectories`` (and always for sequence-level ratios, GSPO) whole
         trajectories are shuffled: every row of a trajectory lands in the same micro-batch,
         where :meth:`Policy.score` runs its steps as one sequence. Otherwise rows are shuffled
-        one by one. A micro-batch's loss weighs by its share of the minibatch's rows (its share
-        of trajectories for GSPO, whose loss is a mean over trajectories).
+        one by one. Micro-batches group units of similar length, capped by ``micro_batch_size``
+        steps and ``micro_batch_tokens`` padded tokens (:func:`plan_micro_batches`). A
+        micro-batch's loss weighs by its share of the minibatch's rows (its share of
+        trajectories for GSPO, whose loss is a mean over trajectories).
         """
         cfg = self.cfg
         M = len(steps)
+        budget = int(getattr(cfg, "micro_batch_tokens", 0))
         out = []
         if self.ratio_kind != "sequence" and not getattr(cfg, "pack_trajectories", False):
             perm = rng.permutation(M)
             for m0 in range(0, M, cfg.minibatch_size):
-                mb = sorted(perm[m0:m0 + cfg.minibatch_size].tolist(), key=lambda i: lengths[i])
-                micro = [(mb[u0:u0 + cfg.micro_batch_size], len(mb[u0:u0 + cfg.micro_batch_size]) / len(mb))
-                         for u0 in range(0, len(mb), cfg.micro_batch_size)]
+                mb = perm[m0:m0 + cfg.minibatch_size].tolist()
+                chunks = plan_micro_batches([(1, [lengths[i]]) for i in mb], cfg.micro_batch_size, budget)
+                micro = [([mb[u] for u in c], len(c) / len(mb)) for c in chunks]
                 out.append((mb, micro))
             return out
         rows_of: dict[int, list[int]] = defaultdict(list)
@@ -591,10 +594,14 @@ class Trainer:
         per_traj = self.ratio_kind == "sequence"
         for mb_units in pack(order, cfg.minibatch_size):
             mb = [i for u in mb_units for i in u]
+            sizes = []
+            for u in mb_units:  # the sequences each episode's steps pack into
+                seqs, _ = pack_steps([steps[i].prompt_ids for i in u], [steps[i].response_ids for i in u])
+                sizes.append((len(u), [len(q) for q in seqs]))
             micro = []
-            for g in pack(mb_units, cfg.micro_batch_size):
-                idx = [i for u in g for i in u]
-                micro.append((idx, len(g) / len(mb_units) if per_traj else len(idx) / len(mb)))
+            for c in plan_micro_batches(sizes, cfg.micro_batch_size, budget):
+                idx = [i for k in c for i in mb_units[k]]
+                micro.append((idx, len(c) / len(mb_units) if per_traj else len(idx) / len(mb)))
             out.append((mb, micro))
         return out
 

@@ -333,3 +333,20 @@ def test_speculation_is_refused_below_zero(tiny):
     lm, tok = tiny
     with pytest.raises(Exception, match="speculate"):
         Sampler(Policy(lm, tok, critic="none"), speculate=-1)
+
+
+def test_adamw_is_fused_on_cpu_and_steps_like_the_default():
+    from steppo.policy import adamw
+
+    torch.manual_seed(0)
+    a = torch.nn.Parameter(torch.randn(64, 32))
+    b = torch.nn.Parameter(a.detach().clone())
+    fa = adamw([a], lr=1e-2, weight_decay=0.01)
+    fb = torch.optim.AdamW([b], lr=1e-2, weight_decay=0.01)
+    assert fa.defaults["fused"] is True
+    for k in range(5):
+        g = torch.randn(64, 32, generator=torch.Generator().manual_seed(k))
+        a.grad, b.grad = g.clone(), g.clone()
+        fa.step()
+        fb.step()
+    assert float((a - b).abs().max()) < 1e-6

@@ -245,3 +245,78 @@ def test_bootstrap_truncated_decides_the_value_after_the_step_limit(tmp_path, mo
         assert all(boot[s.traj_id] == s.info["bootstrap_value"] for s in steps if s.truncated)
     else:  # the step limit ends the task: value 0
         assert boot == {}
+
+
+def test_micro_batches_follow_the_token_budget_and_sort_by_length(tmp_path):
+    import numpy as np
+
+    # 6 one-step episodes of lengths 5..30 tokens; each is its own packed sequence
+    lens = [30, 5, 20, 10, 25, 15]
+    steps = [StepRecord(prompt_ids=[1] * (n - 1), response_ids=[2], logprobs=[-1.0], reward=0.0, traj_id=t,
+                        step_index=0, done=True) for t, n in enumerate(lens)]
+    for budget, pack in ((40, True), (40, False), (0, True)):
+        tr = Trainer(_cfg(tmp_path / f"m{budget}{pack}", algo="steppo", minibatch_size=6, micro_batch_size=6,
+                          micro_batch_tokens=budget, pack_trajectories=pack))
+        (mb, micro), = tr._minibatches(steps, lens, np.random.default_rng(0))
+        assert sorted(i for idx, _ in micro for i in idx) == list(range(6))
+        assert math.isclose(sum(w for _, w in micro), 1.0)
+        chunk_lens = [[lens[i] for i in idx] for idx, _ in micro]
+        flat = [n for c in chunk_lens for n in c]
+        assert flat == sorted(flat)  # shortest first: similar lengths share a chunk
+        if budget:
+            # padded tokens = rows x longest row, within the budget
+            assert all(len(c) * max(c) <= budget for c in chunk_lens)
+            assert chunk_lens == [[5, 10], [15, 20], [25], [30]]
+        else:
+            assert chunk_lens == [sorted(lens)]  # the step cap (6) alone
+
+
+def test_plan_micro_batches_caps_and_covers_every_unit():
+    from steppo.policy import plan_micro_batches
+
+    rng = __import__("random").Random(0)
+    for _ in range(200):
+        units = [(rng.randint(1, 4), [rng.randint(1, 60) for _ in range(rng.randint(1, 2))])
+                 for _ in range(rng.randint(1, 12))]
+        max_rows, max_tokens = rng.randint(1, 8), rng.choice([0, 30, 100, 400])
+        chunks = plan_micro_batches(units, max_rows, max_tokens)
+        assert sorted(u for c in chunks for u in c) == list(range(len(units)))
+        for c in chunks:
+            if len(c) > 1:  # a unit over a limit on its own is the only case allowed past it
+                assert sum(units[u][0] for u in c) <= max_rows
+                if max_tokens:
+                    assert sum(len(units[u][1]) for u in c) * max(max(units[u][1]) for u in c) <= max_tokens
+        # greedy: joining the next chunk's first unit would have broken a limit
+        for a, b in zip(chunks, chunks[1:]):
+            u = b[0]
+            rows = sum(units[v][0] for v in a) + units[u][0]
+            pad = (sum(len(units[v][1]) for v in a) + len(units[u][1])) * max(max(units[v][1]) for v in a + [u])
+            assert rows > max_rows or (max_tokens and pad > max_tokens)
+
+
+def test_chunking_does_not_change_the_update(tmp_path):
+    """Same batch, same start: one chunk per step vs one chunk for all gives the same weights."""
+    import copy
+
+    from steppo.rollout import SamplingParams
+
+    tr = Trainer(_cfg(tmp_path / "c", algo="steppo", epochs=1, minibatch_size=64, micro_batch_size=64,
+                      max_grad_norm=0.0))
+    tr.setup()
+    seeds, groups = tr.iteration_seeds(1)
+    batch = tr.collector.collect(seeds, groups, SamplingParams(6, 1.0, 1.0, seed=0), traj_id_start=0)
+    w0 = copy.deepcopy(tr.policy.state_dict())
+    o0 = copy.deepcopy(tr.optimizer.state_dict())
+    res = {}
+    for budget in (0, 1):  # 1 token: every episode in a chunk of its own
+        tr.policy.load_state_dict(w0)
+        tr.optimizer.load_state_dict(o0)
+        tr.cfg.micro_batch_tokens = budget
+        assert len(tr._minibatches([s for s in batch.steps if s.response_ids], [1] * len(batch.steps),
+                                   __import__("numpy").random.default_rng(0))[0][1]) == (1 if budget == 0 else 4)
+        tr.update(batch, 1)
+        res[budget] = {k: v.clone() for k, v in tr.policy.state_dict().items()}
+    moved = max(float((res[0][k] - w0[k]).abs().max()) for k in w0)
+    assert moved > 1e-5  # the update did something
+    diff = max(float((res[0][k] - res[1][k]).abs().max()) for k in w0)
+    assert diff < 1e-3 * moved
