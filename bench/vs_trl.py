@@ -10,6 +10,8 @@ reports episodes per second over the timed ones.
     python bench/vs_trl.py --model smollm2-135m --threads 2      # the base model: no tool calls
     # a model that writes tool calls (the README demo's warm start), StepPO with speculation
     python bench/vs_trl.py --model runs/demo/sft/policy --threads 2 --speculate 4
+    # a warm start that solves most episodes (its `stepgym sft` command: docs/benchmarks.md)
+    python bench/vs_trl.py --model runs/sft_strong/policy --threads 2 --speculate 8
 
 What is matched and what cannot be:
 * stepgym: ``max_new_tokens`` tokens per step, at most ``--max-steps`` env steps per episode,
