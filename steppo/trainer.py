@@ -567,7 +567,7 @@ class Trainer:
         """
         cfg = self.cfg
         M = len(steps)
-        budget = int(getattr(cfg, "micro_batch_tokens", 0))
+        budget = cfg.micro_batch_tokens
         out = []
         if self.ratio_kind != "sequence" and not getattr(cfg, "pack_trajectories", False):
             perm = rng.permutation(M)
