@@ -94,8 +94,8 @@ class CommonConfig:
     """
 
     env: str = _f("stepgym/ToolUse-v0", "env id; third-party envs as 'module:ns/Name-v0'")
-    env_kwargs: dict = _f(help="JSON object of keyword arguments for the env, e.g. '{\"difficulty\": \"easy\"}'",
-                          factory=lambda: {"difficulty": "easy"})
+    env_kwargs: dict = _f(help="JSON object of keyword arguments for the env constructor, e.g. "
+                               "'{\"difficulty\": \"easy\"}' (default: none, the env's own defaults)", factory=dict)
     model: str = _f("smollm2-135m", "'tiny', 'smollm2-135m', or any Hugging Face model id / local path")
     init: str = _f("", "start from this checkpoint (a `stepgym sft`/`train` output dir or its policy/ folder)")
     out: str = _f("runs/steppo", "output directory (metrics, checkpoints, policy/, plots)")
