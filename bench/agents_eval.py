@@ -95,7 +95,7 @@ def bench_generation(repeats: int) -> list[tuple[str, float, str]]:
     try:
         import torch  # noqa: F401
 
-        from steppo.models import load_model
+        from stepgym.models import load_model
     except ImportError:
         return []
     from stepgym.agents import TransformersAgent
@@ -123,7 +123,7 @@ def bench_threads(repeats: int) -> list[tuple[str, float, str]]:
     try:
         import torch
 
-        from steppo.models import load_model
+        from stepgym.models import load_model
     except ImportError:
         return []
     model, tok = load_model("tiny", seed=0)

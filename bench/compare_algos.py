@@ -66,7 +66,7 @@ def run_one(algo: str, seed: int, init: str, out: str, budget: int, threads: int
 def greedy_success(policy_dir: str, env: str, env_kw: dict, stop: tuple, max_new: int, episodes: int) -> float:
     """Greedy held-out success of a saved policy on the trainer's evaluation seeds."""
     from steppo.config import TrainConfig
-    from steppo.models import load_model
+    from stepgym.models import load_model
     from steppo.policy import Policy
     from steppo.rollout import ChatPromptBuilder, make_env_fn
     from steppo.sft import evaluate_policy

@@ -118,7 +118,7 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from steppo.models import load_model
+    from stepgym.models import load_model
     from steppo.policy import Policy, Sampler, end_of_turn_ids
 
     lm, tok = load_model(args.model, seed=0)

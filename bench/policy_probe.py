@@ -37,7 +37,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     import stepgym
     from stepgym.envs._toolcalls import parse_tool_call
-    from steppo.models import load_model
+    from stepgym.models import load_model
     from steppo.policy import Policy, Sampler
     from steppo.rollout import ChatPromptBuilder, InProcessCollector, LocalGenerator, SamplingParams, make_env_fn
 

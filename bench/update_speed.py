@@ -31,7 +31,7 @@ def child(args) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from steppo.models import load_model
+    from stepgym.models import load_model
 
     lm, tok = load_model(args.model, seed=0)
     g = torch.Generator().manual_seed(0)

@@ -86,7 +86,7 @@ def _run_trl(args: argparse.Namespace) -> dict:
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples"))
     from trl_grpo import trl_environment
 
-    from steppo.models import load_model
+    from stepgym.models import load_model
 
     model, tok = load_model(args.model)
     tok.chat_template = qwen2_5_chat_template  # a template TRL can parse tool calls from

@@ -53,7 +53,7 @@ from stepgym.wrappers import (  # noqa: E402
 
 def load_smollm2_tokenizer() -> Any:
     try:
-        from steppo.models import default_cache_dir, load_tokenizer
+        from stepgym.models import default_cache_dir, load_tokenizer
 
         if (default_cache_dir() / "models" / "smollm2-135m" / "config.json").exists():
             return load_tokenizer("smollm2-135m")

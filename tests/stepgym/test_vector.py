@@ -115,7 +115,7 @@ def test_wrapper_factories_with_a_tokenizer_pickle_for_spawned_workers():
     """Async workers started with "spawn" receive the wrappers pickled."""
     import pickle
 
-    from steppo.models import load_tokenizer
+    from stepgym.models import load_tokenizer
     from stepgym.vector import _make_one
     from stepgym.wrappers import TokenBudget
 

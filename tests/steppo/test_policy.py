@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from steppo.models import load_model
+from stepgym.models import load_model
 from steppo.policy import Policy, Sampler, _sample_inverse_cdf, pad_steps
 
 

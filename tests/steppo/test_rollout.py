@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from stepgym.core import StepRecord
-from steppo.models import load_model
+from stepgym.models import load_model
 from steppo.policy import Policy, Sampler
 from steppo.rollout import (
     ChatPromptBuilder,

@@ -7,7 +7,7 @@ import pytest
 from stepgym.actions import parse_tool_call
 from stepgym.errors import InvalidArgument, InvalidConfig
 from steppo.config import SFTConfig
-from steppo.models import load_model
+from stepgym.models import load_model
 from steppo.rollout import ChatPromptBuilder, make_env_fn
 from steppo.sft import collect_expert_steps
 

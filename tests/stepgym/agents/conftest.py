@@ -7,9 +7,9 @@ import pytest
 
 @pytest.fixture(scope="session")
 def tiny():
-    """(model, tokenizer) of the tiny random Llama from steppo.models."""
+    """(model, tokenizer) of the tiny random Llama from stepgym.models."""
     torch = pytest.importorskip("torch")
-    from steppo.models import load_model
+    from stepgym.models import load_model
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)  # see _one_torch_thread

@@ -134,7 +134,7 @@ def smollm2_tokenizer():
     """The real SmolLM2-135M-Instruct tokenizer (with its chat template)."""
     pytest.importorskip("transformers")
     try:
-        from steppo.models import default_cache_dir, load_tokenizer
+        from stepgym.models import default_cache_dir, load_tokenizer
 
         if (default_cache_dir() / "models" / "smollm2-135m" / "config.json").exists():
             return load_tokenizer("smollm2-135m")
@@ -150,7 +150,7 @@ def smollm2_tokenizer():
 def tiny_tokenizer():
     """steppo's shipped 2048-token byte-level BPE tokenizer (a different vocabulary and merges)."""
     pytest.importorskip("transformers")
-    from steppo.models import load_tokenizer
+    from stepgym.models import load_tokenizer
 
     return load_tokenizer("tiny")
 

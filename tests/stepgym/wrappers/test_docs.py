@@ -9,11 +9,11 @@ DOC = Path(__file__).resolve().parents[3] / "docs" / "wrappers.md"
 
 
 def test_every_python_block_runs(smollm2_tokenizer, monkeypatch, capsys):
-    import steppo.models
+    import stepgym.models
 
     # The blocks load the SmolLM2 tokenizer; serve the session's already loaded one.
-    real = steppo.models.load_tokenizer
-    monkeypatch.setattr(steppo.models, "load_tokenizer",
+    real = stepgym.models.load_tokenizer
+    monkeypatch.setattr(stepgym.models, "load_tokenizer",
                         lambda spec, **kw: smollm2_tokenizer if spec == "smollm2-135m" else real(spec, **kw))
     blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(encoding="utf-8"), re.DOTALL)
     assert len(blocks) >= 8
