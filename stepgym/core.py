@@ -8,7 +8,10 @@ text env shares so that subclasses only write the task logic:
 * the step limit (``truncated``) and the shared ``info`` keys
   (``action_valid``, ``error``, and ``success`` at episode end),
 * Python ``float`` rewards and ``bool`` flags, observations cut to the space bound,
-* non-string and oversized actions answered with an observation instead of a crash.
+* an oversized action answered with an error observation (``action_valid=False``, the step
+  counts) instead of a crash; a non-string action raises
+  :class:`~stepgym.errors.InvalidArgument`, and ``step()`` before ``reset()`` or after the
+  episode ended raises :class:`~stepgym.errors.ResetNeeded`.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Advantage estimators for step-level and token-level policy optimisation.
 
 All functions take and return torch tensors, never touch the autograd graph of their inputs
-(everything is computed on detached copies) and put exact zeros on padding. Shapes use:
+(everything is computed on detached copies; :func:`masked_mean` alone keeps the graph) and put
+exact zeros on padding. Shapes use:
 
 * ``B`` trajectories, ``T`` steps per trajectory (padded at the end, ``mask`` 1 on real steps),
 * ``L`` response tokens of a trajectory (all its steps' responses concatenated; observation
@@ -258,14 +259,23 @@ def discounted_returns(
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean of ``x`` over positions where ``mask`` is nonzero (0 if there are none).
+    """Mean of ``x`` over the positions where ``mask`` is nonzero; 0 when there are none.
 
-    Keeps the autograd graph of ``x`` (used by the losses too).
+    ``sum(x where mask != 0) / max(1, count(mask != 0))`` over all entries (``mask`` has the
+    shape of ``x``); ``mask=None`` is plain ``x.mean()``. The one function here that works on
+    ``x`` itself rather than a detached copy: gradients flow back to ``x``.
 
     Example:
         >>> import torch
+        >>> # real entries 1 and 3 -> 2.0; the padded 100 is left out
         >>> masked_mean(torch.tensor([1.0, 3.0, 100.0]), torch.tensor([1, 1, 0])).item()
         2.0
+        >>> masked_mean(torch.tensor([5.0, 7.0]), torch.tensor([0, 0])).item()  # no real entry
+        0.0
+        >>> x = torch.tensor([2.0, 4.0], requires_grad=True)
+        >>> masked_mean(x, torch.tensor([1, 0])).backward()
+        >>> x.grad.tolist()
+        [1.0, 0.0]
     """
     if mask is None:
         return x.mean()
