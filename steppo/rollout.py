@@ -3,10 +3,10 @@
 Two seams keep scale-out a matter of adding classes, not rewriting this file:
 
 * :class:`Generator` — turns prompt token ids into :class:`~steppo.policy.Generation`
-  (response ids + log-probs). :class:`LocalGenerator` runs the in-process
-  :class:`~steppo.policy.Sampler`; an OpenAI-compatible server backend (vLLM, SGLang)
-  is another subclass returning the same objects (token ids and log-probs come back from
-  such servers with ``logprobs`` / ``return_tokens_as_token_ids``).
+  (response ids + their log-probs). The one implementation is :class:`LocalGenerator`,
+  which runs the in-process :class:`~steppo.policy.Sampler`; no server backend ships. One
+  (say an OpenAI-compatible vLLM or SGLang endpoint) would be another subclass returning
+  the same objects.
 * :class:`RolloutCollector` — runs episodes for a list of task seeds and returns a
   :class:`RolloutBatch` of :class:`~stepgym.core.StepRecord`. :class:`InProcessCollector`
   steps a pool of envs in this process, one batched generation per env step across every
