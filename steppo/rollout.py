@@ -27,9 +27,9 @@ from typing import Any
 
 import gymnasium as gym
 
-from stepgym.agents.base import history_turns_kept, windowed_chat
 from stepgym.core import StepRecord
 from stepgym.errors import InvalidArgument
+from stepgym.prompts import ChatPromptBuilder, PromptBuilder
 
 __all__ = [
     "SamplingParams",
@@ -103,7 +103,7 @@ class LocalGenerator(Generator):
             prompt adds to the previous prompt + response.
 
     Example:
-        >>> from steppo.models import load_model
+        >>> from stepgym.models import load_model
         >>> from steppo.policy import Policy, Sampler
         >>> lm, tok = load_model("tiny")
         >>> gen = LocalGenerator(Sampler(Policy(lm, tok)))
@@ -160,108 +160,6 @@ class LocalGenerator(Generator):
             res.update(zip(idx, gens))
         out = [res[i] for i in range(len(prompts))]
         return out
-
-
-class PromptBuilder(ABC):
-    """Renders an episode's history into the prompt token ids of the next step (s_t)."""
-
-    @abstractmethod
-    def build(self, observations: list[str], actions: list[str],
-              previous: tuple[list[int], str, list[int]] | None = None) -> tuple[list[int], str]:
-        """``observations`` has one more element than ``actions``; returns (ids, text).
-
-        ``previous`` = (prompt ids, prompt text, response ids) of the step before, when there
-        is one: a builder may continue from those exact ids instead of re-tokenising the
-        model's own action (token-in / token-out across steps).
-        """
-
-
-class ChatPromptBuilder(PromptBuilder):
-    """First observation + the last ``max_history_turns`` (action, observation) turns.
-
-    With ``history_stride=K`` the oldest turns leave K at a time (see :meth:`turns_kept`), so
-    the prompt's start changes once every K steps instead of at every step.
-
-    Uses the tokenizer's chat template when it has one (user = observations, assistant =
-    actions), plain ``User:``/``Assistant:`` text otherwise. The first observation (the task)
-    is always kept; older turns are dropped first when the prompt exceeds
-    ``max_prompt_tokens``, then the text is cut from the left as a last resort.
-
-    Given the previous step (``previous=(prompt_ids, prompt_text, response_ids)``), a prompt
-    whose text extends the previous prompt and the action is built from those exact ids: the
-    previous prompt ids, then the response ids the model sampled, then the tokens of the new
-    text (chat markup and observation). A sampled action whose ids differ from what the
-    tokenizer would make of its text therefore reaches the next step as sampled, and the
-    sampler's cache and the trainer's packing keep working. When the window of turns slides
-    (or the prompt would exceed ``max_prompt_tokens``) the text is tokenised afresh.
-
-    Example:
-        >>> from steppo.models import load_tokenizer
-        >>> pb = ChatPromptBuilder(load_tokenizer("tiny"), max_history_turns=1)
-        >>> ids, text = pb.build(["Task: 1+1?", "2"], ["calc"])
-        >>> text.count("Task"), ids == pb.tokenizer(text, add_special_tokens=False)["input_ids"]
-        (1, True)
-    """
-
-    def __init__(self, tokenizer: Any, max_history_turns: int = 4, max_prompt_tokens: int = 1024,
-                 system_prompt: str | None = None, history_stride: int = 1):
-        if not 1 <= history_stride <= max(1, max_history_turns):
-            raise InvalidArgument(f"history_stride must be from 1 to max_history_turns={max_history_turns}, "
-                                  f"got {history_stride}")
-        self.tokenizer = tokenizer
-        self.max_history_turns = max_history_turns
-        self.history_stride = history_stride
-        self.max_prompt_tokens = max_prompt_tokens
-        self.system_prompt = system_prompt
-        self.has_template = bool(getattr(tokenizer, "chat_template", None))
-
-    def _render(self, observations: list[str], actions: list[str], turns: int) -> str:
-        msgs = windowed_chat(observations, actions, turns, self.system_prompt)
-        if self.has_template:
-            return self.tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
-        names = {"system": "System", "user": "User", "assistant": "Assistant"}
-        return "".join(f"{names[m['role']]}: {m['content']}\n" for m in msgs) + "Assistant:"
-
-    def build(self, observations: list[str], actions: list[str],
-              previous: tuple[list[int], str, list[int]] | None = None) -> tuple[list[int], str]:
-        if len(observations) != len(actions) + 1:
-            raise InvalidArgument(f"expected len(observations) == len(actions) + 1, got {len(observations)} and {len(actions)}")
-        turns = self.turns_kept(len(actions))
-        text = self._render(observations, actions, turns)
-        if previous is not None:
-            cont = self._continue(previous, text)
-            if cont is not None:
-                return cont
-        while True:
-            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-            if len(ids) <= self.max_prompt_tokens or turns == 0:
-                break
-            turns -= 1
-            text = self._render(observations, actions, turns)
-        if len(ids) > self.max_prompt_tokens:
-            ids = ids[-self.max_prompt_tokens:]
-            text = self.tokenizer.decode(ids)
-        return list(ids), text
-
-    def turns_kept(self, n_turns: int) -> int:
-        """How many of ``n_turns`` past turns the prompt shows (before any cut for length).
-
-        Example:
-            >>> from steppo.models import load_tokenizer
-            >>> pb = ChatPromptBuilder(load_tokenizer("tiny"), max_history_turns=4, history_stride=2)
-            >>> [pb.turns_kept(n) for n in range(9)]
-            [0, 1, 2, 3, 4, 3, 4, 3, 4]
-        """
-        return history_turns_kept(n_turns, self.max_history_turns, self.history_stride)
-
-    def _continue(self, previous: tuple[list[int], str, list[int]], text: str) -> tuple[list[int], str] | None:
-        prev_ids, prev_text, response_ids = previous
-        head = prev_text + self.tokenizer.decode(response_ids, skip_special_tokens=False)
-        if not prev_ids or not text.startswith(head):
-            return None  # the window slid, or the action text is not what was sampled
-        tail = self.tokenizer(text[len(head):], add_special_tokens=False)["input_ids"]
-        ids = list(prev_ids) + list(response_ids) + list(tail)
-        return (ids, text) if len(ids) <= self.max_prompt_tokens else None
 
 
 @dataclass
@@ -340,7 +238,7 @@ class InProcessCollector(RolloutCollector):
         num_envs: envs stepped side by side.
 
     Example:
-        >>> from steppo.models import load_model
+        >>> from stepgym.models import load_model
         >>> from steppo.policy import Policy, Sampler
         >>> lm, tok = load_model("tiny")
         >>> col = InProcessCollector(make_env_fn("stepgym/ToolUse-v0", {"difficulty": "easy"}),

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from stepgym.errors import InvalidArgument, StepgymError
+from stepgym.prompts import history_turns_kept, windowed_chat  # noqa: F401 - re-exported
 
 __all__ = [
     "Agent",
@@ -292,52 +293,3 @@ def chat_messages(
         memory.append({"role": "system", "content": system_prompt})
     memory.append({"role": "user", "content": observation})
     return list(memory)
-
-
-def history_turns_kept(n_turns: int, max_turns: int, stride: int = 1) -> int:
-    """How many of ``n_turns`` past (action, observation) turns a windowed prompt shows.
-
-    Up to ``max_turns`` all of them; beyond that the oldest leave ``stride`` at a time, so
-    the start of the prompt stays the same for ``stride`` steps (``stride=1``: a sliding window).
-
-    Example:
-        >>> [history_turns_kept(n, 4, 2) for n in range(9)]
-        [0, 1, 2, 3, 4, 3, 4, 3, 4]
-    """
-    if n_turns <= max_turns:
-        return n_turns
-    dropped = -(-(n_turns - max_turns) // stride) * stride  # the overflow, rounded up to whole strides
-    return n_turns - dropped
-
-
-def windowed_chat(observations: Sequence[str], actions: Sequence[str], turns: int,
-                  system_prompt: str | None = None) -> list[dict[str, str]]:
-    r"""The chat of an episode that shows its task and its last ``turns`` turns.
-
-    ``observations`` has one more element than ``actions``. The first observation (the task)
-    is always the first user turn; when older turns are left out it says how many, and when
-    none is kept it carries the latest observation. The steppo trainer's prompts and
-    :class:`~stepgym.agents.CheckpointAgent` both render this chat, so a checkpoint is
-    evaluated on the prompts it was trained on.
-
-    Example:
-        >>> [m["content"] for m in windowed_chat(["task", "o1", "o2"], ["a1", "a2"], 1)]
-        ['task\n\n[1 earlier step(s) omitted]', 'a2', 'o2']
-    """
-    first = observations[0]
-    pairs = list(zip(actions, observations[1:]))
-    kept = pairs[len(pairs) - turns:] if 0 < turns < len(pairs) else (pairs if turns > 0 else [])
-    dropped = len(pairs) - len(kept)
-    msgs: list[dict[str, str]] = []
-    if system_prompt:
-        msgs.append({"role": "system", "content": system_prompt})
-    if dropped and kept:
-        first = first + f"\n\n[{dropped} earlier step(s) omitted]"
-    if not kept and pairs:
-        # no history kept: the latest observation still has to be visible
-        first = first + f"\n\n[{len(pairs)} step(s) so far]\nLast observation: {pairs[-1][1]}"
-    msgs.append({"role": "user", "content": first})
-    for a, o in kept:
-        msgs.append({"role": "assistant", "content": a})
-        msgs.append({"role": "user", "content": o})
-    return msgs

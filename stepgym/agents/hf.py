@@ -7,8 +7,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from stepgym.agents.base import BaseAgent, chat_messages, history_turns_kept, windowed_chat
+from stepgym.agents.base import BaseAgent, chat_messages
 from stepgym.errors import DependencyNotInstalled, InvalidArgument, InvalidConfig
+from stepgym.prompts import episode_chat
 
 __all__ = ["TransformersAgent", "CheckpointAgent", "Generation", "load_causal_lm", "resolve_checkpoint"]
 
@@ -86,7 +87,7 @@ class TransformersAgent(BaseAgent):
         system_prompt: optional system message put first in every chat.
         history: keep the chat of each episode (else each prompt is the latest observation only).
         history_turns: show only the task and the last this many (action, observation) turns,
-            as :func:`~stepgym.agents.base.windowed_chat` renders them (``None``: the whole chat).
+            as :func:`~stepgym.prompts.windowed_chat` renders them (``None``: the whole chat).
         history_stride: with ``history_turns``, old turns leave this many at a time.
         stop: strings that end an action (cut right after them), e.g. ``"</tool_call>"``.
         max_prompt_tokens: prompt tokens kept at most (default: context size minus
@@ -259,11 +260,10 @@ class TransformersAgent(BaseAgent):
             memory = self.memory.setdefault(slot, []) if self.history else []
             chat = chat_messages(memory, obs, info, self.system_prompt)
             if self.history and self.history_turns is not None and "messages" not in info:
-                # the window a steppo policy was trained with: task + the last turns
+                # the window a trained policy saw: task + the last turns
                 users = [m["content"] for m in memory if m["role"] == "user"]
                 actions = [m["content"] for m in memory if m["role"] == "assistant"]
-                turns = history_turns_kept(len(actions), self.history_turns, self.history_stride)
-                chat = windowed_chat(users, actions, turns, self.system_prompt)
+                chat = episode_chat(users, actions, self.history_turns, self.history_stride, self.system_prompt)
             chats.append(chat)
         gens = self.generate([self.render(c) for c in chats])
         self.last_token_counts = [g.completion_tokens for g in gens]

@@ -53,6 +53,7 @@ import gymnasium as gym
 
 from stepgym.core import clip_text
 from stepgym.errors import InvalidArgument
+from stepgym.prompts import transcript_chat
 from stepgym.spaces import UnicodeText
 from stepgym.wrappers._common import UNBOUNDED, episode_bound, find_wrapper, text_bound
 from stepgym.wrappers.malformed import MalformedActionPolicy
@@ -283,20 +284,11 @@ class _ContextWrapper(gym.Wrapper):
     def _messages(
         self, start: int, system: str | None, omitted: str | None = None, last: tuple[str, str] | None = None
     ) -> list[dict[str, str]]:
-        msgs: list[dict[str, str]] = []
-        if system:
-            msgs.append({"role": "system", "content": system})
-        first = self._task
-        if start > 0:
-            # The note joins the task message so user/assistant turns keep alternating.
-            first += self.template.omitted.format(n=start) if omitted is None else omitted
-        msgs.append({"role": "user", "content": first})
         n = len(self._steps)
-        for i in range(start, n):
-            a, o = last if (last is not None and i == n - 1) else self._steps[i]
-            msgs.append({"role": "assistant", "content": a})
-            msgs.append({"role": "user", "content": o})
-        return msgs
+        turns = [last if (last is not None and i == n - 1) else self._steps[i] for i in range(start, n)]
+        # The note joins the task message so user/assistant turns keep alternating.
+        note = (self.template.omitted.format(n=start) if omitted is None else omitted) if start > 0 else ""
+        return transcript_chat(self._task, turns, system, note)
 
     def _context(self, start: int, tokens_before: int | None = None, tokens_after: int | None = None,
                  tokens_cut: int = 0) -> dict[str, Any]:
