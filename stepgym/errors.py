@@ -17,6 +17,7 @@ __all__ = [
     "InvalidConfig",
     "InvalidArgument",
     "CheckFailed",
+    "NotTextEnv",
 ]
 
 
@@ -73,6 +74,14 @@ class InvalidConfig(StepgymError, ValueError):
 
 class InvalidArgument(StepgymError, ValueError):
     """A bad argument to a public function or constructor."""
+
+
+class NotTextEnv(StepgymError, TypeError):
+    """An env whose observations or actions are not text, so an LLM policy cannot act in it.
+
+    The message names the offending space or observation type and how to fix it (a wrapper
+    that renders observations as text and parses text actions).
+    """
 
 
 class CheckFailed(StepgymError, AssertionError):

@@ -8,16 +8,19 @@ heavy is imported until ``gym.make``. Third-party envs register with
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from typing import Any
 
 import gymnasium as gym
 
-from stepgym.errors import DependencyNotInstalled, InvalidArgument, UnknownEnvError
+from stepgym.errors import DependencyNotInstalled, InvalidArgument, NotTextEnv, StepgymError, UnknownEnvError
 
-__all__ = ["EnvInfo", "BUILTINS", "register_builtins", "list_envs", "make", "resolve_env_id", "is_available"]
+__all__ = ["EnvInfo", "BUILTINS", "register_builtins", "list_envs", "make", "resolve_env_id", "is_available",
+           "check_trainable"]
 
 NAMESPACE = "stepgym"
 
@@ -263,3 +266,201 @@ def make(env_id: str, **kwargs: Any) -> gym.Env:
             except ImportError as exc:
                 raise DependencyNotInstalled(env_id, b.requires) from exc
     return gym.make(env_id, **kwargs)
+
+
+def _one_line(text: object, limit: int = 300) -> str:
+    """``text`` on one line (whitespace runs collapsed), cut to ``limit`` characters."""
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _entry_point_name(entry_point: Any) -> str:
+    if isinstance(entry_point, str):
+        return entry_point
+    return f"{getattr(entry_point, '__module__', '?')}:{getattr(entry_point, '__qualname__', repr(entry_point))}"
+
+
+def _constructor_keywords(entry_point: Any) -> tuple[list[str], bool]:
+    """(keyword names the env constructor accepts, whether it takes any keyword at all).
+
+    Follows ``**kwargs`` up the class hierarchy (a subclass forwarding to its base, as
+    every stepgym env forwards ``max_steps`` to ``StepEnv``).
+    """
+    from gymnasium.envs.registration import load_env_creator
+
+    try:
+        creator = load_env_creator(entry_point) if isinstance(entry_point, str) else entry_point
+    except Exception:  # noqa: BLE001 - listing is best effort; the caller has the real error
+        return [], True
+    funcs: list[Any] = []
+    if inspect.isclass(creator):
+        funcs = [k.__dict__["__init__"] for k in creator.__mro__
+                 if "__init__" in k.__dict__ and k not in (object, gym.Env)]
+    else:
+        funcs = [creator]
+    names: list[str] = []
+    for func in funcs:
+        try:
+            params = list(inspect.signature(func).parameters.values())
+        except (TypeError, ValueError):
+            return names, True
+        if inspect.isclass(creator) and params and params[0].name == "self":
+            params = params[1:]
+        var_kw = False
+        for prm in params:
+            if prm.kind is prm.VAR_KEYWORD:
+                var_kw = True
+            elif prm.kind is not prm.VAR_POSITIONAL and prm.kind is not prm.POSITIONAL_ONLY and prm.name not in names:
+                names.append(prm.name)
+        if not var_kw:
+            return names, False
+    return names, True
+
+
+def _is_text_space(space: Any) -> bool:
+    """A ``Text`` space, or a custom space that contains strings (undeclared counts as text)."""
+    import warnings
+
+    from gymnasium import spaces
+
+    if space is None or isinstance(space, spaces.Text):
+        return True
+    if isinstance(space, (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary, spaces.Dict,
+                          spaces.Tuple, spaces.Sequence, spaces.Graph, spaces.OneOf)):
+        return False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return bool(space.contains("a"))
+    except Exception:  # noqa: BLE001 - a custom space that rejects a str by raising
+        return False
+
+
+def _describe_space(space: Any) -> str:
+    from gymnasium import spaces
+
+    if isinstance(space, spaces.Box):
+        return f"Box(shape={space.shape}, dtype={space.dtype})"
+    return _one_line(space, 120)
+
+
+def check_trainable(env_id: str, env_kwargs: dict[str, Any] | None = None, *, seed: int = 0,
+                    expert: bool = False) -> str:
+    """Check an LLM trainer can drive ``env_id``: build it once, reset it, close it.
+
+    Resolves the id (``module:ns/Name-v0`` imports ``module``), builds the env with
+    ``env_kwargs``, checks its declared observation/action spaces are text, resets it with
+    ``seed`` and checks the observation is a ``str``. With ``expert=True`` also checks the
+    env has an ``expert_action()`` (behaviour-cloning warm starts need one).
+
+    Returns the bare env id. Every failure is a one-line :class:`StepgymError` that says how
+    to fix it: :class:`UnknownEnvError` (typo; did-you-mean), :class:`InvalidArgument` (module
+    does not import, keyword the constructor does not take, value the env rejects, no
+    expert), :class:`DependencyNotInstalled` (optional extra missing), :class:`NotTextEnv`
+    (observations or actions are not text).
+
+    Example:
+        >>> from stepgym.registration import check_trainable
+        >>> check_trainable("stepgym/Countdown-v0")
+        'stepgym/Countdown-v0'
+    """
+    env_id = resolve_env_id(env_id)
+    if env_kwargs is None:
+        env_kwargs = {}
+    if not isinstance(env_kwargs, dict) or not all(isinstance(k, str) for k in env_kwargs):
+        raise InvalidArgument("env kwargs must be a JSON object of keyword arguments like "
+                              f"{{\"difficulty\": \"easy\"}}, got {env_kwargs!r}")
+    spec = gym.spec(env_id)
+    given = f" with env kwargs {_one_line(_kwargs_repr(env_kwargs), 200)}" if env_kwargs else ""
+    try:
+        env = make(env_id, **env_kwargs)
+    except DependencyNotInstalled:
+        raise
+    except TypeError as exc:
+        cause = exc.__cause__ if isinstance(exc.__cause__, TypeError) else exc
+        msg = str(cause)
+        bad = re.search(r"unexpected keyword argument '([^']+)'", msg)
+        names, open_kw = _constructor_keywords(spec.entry_point)
+        unknown = [] if open_kw else [k for k in env_kwargs if k not in names]
+        if bad and bad.group(1) not in unknown:
+            unknown.insert(0, bad.group(1))
+        if not unknown and re.search(r"takes (no arguments|\d+ positional argument)", msg) and env_kwargs:
+            unknown = sorted(env_kwargs)
+        if unknown:
+            takes = (f"takes {', '.join(names)}" if names else "takes no keyword arguments")
+            what, it = ("the env kwarg", "it") if len(unknown) == 1 else ("the env kwargs", "them")
+            raise InvalidArgument(
+                f"{env_id} does not accept {what} {', '.join(repr(u) for u in unknown)}: its constructor "
+                f"({_entry_point_name(spec.entry_point)}) {takes}. Remove {it} from the env kwargs"
+                f"{' (or pass only those)' if names else ''}."
+            ) from exc
+        if not env_kwargs:
+            raise
+        raise InvalidArgument(f"could not build {env_id}{given}: TypeError: {_one_line(msg)}. "
+                              "Fix the values in the env kwargs.") from exc
+    except Exception as exc:  # noqa: BLE001 - a bad value, or an env that cannot be built at all
+        if not env_kwargs and not isinstance(exc, (ValueError, LookupError, AssertionError, StepgymError,
+                                                   gym.error.Error)):
+            raise
+        fix = "Fix the values in the env kwargs" if env_kwargs else "Check the env builds with `stepgym check`"
+        raise InvalidArgument(f"could not build {env_id}{given}: {type(exc).__name__}: {_one_line(exc)}. "
+                              f"{fix}.") from exc
+    try:
+        _check_text_env(env, env_id, given, seed, expert)
+    finally:
+        try:
+            env.close()
+        except Exception:  # noqa: BLE001 - closing a probe env must not hide the check's outcome
+            pass
+    return env_id
+
+
+def _kwargs_repr(obj: Any) -> str:
+    """``obj`` as JSON when it can be, else its ``repr``."""
+    import json
+
+    try:
+        return json.dumps(obj)
+    except (TypeError, ValueError):
+        return repr(obj)
+
+
+def _text_fix(env_id: str) -> str:
+    return ("LLM training needs text observations and actions (str). Fix: wrap the env in a gymnasium.Wrapper "
+            "that renders each observation as text and parses text actions, with gymnasium.spaces.Text "
+            f"observation/action spaces, register the wrapped env and train that id instead of {env_id}.")
+
+
+def _check_text_env(env: gym.Env, env_id: str, given: str, seed: int, expert: bool) -> None:
+    for which in ("observation_space", "action_space"):
+        try:
+            space = getattr(env, which)
+        except AttributeError:
+            space = None
+        if not _is_text_space(space):
+            raise NotTextEnv(f"{env_id} has a non-text {which} {_describe_space(space)}. {_text_fix(env_id)}")
+    try:
+        out = env.reset(seed=seed)
+    except Exception as exc:  # noqa: BLE001
+        if not given and not isinstance(exc, (ValueError, LookupError, AssertionError, StepgymError)):
+            raise
+        fix = "Fix the values in the env kwargs" if given else "Check the env with `stepgym check`"
+        raise InvalidArgument(f"{env_id}{given} failed on reset(seed={seed}): {type(exc).__name__}: "
+                              f"{_one_line(exc)}. {fix}.") from exc
+    if not (isinstance(out, tuple) and len(out) == 2):
+        raise InvalidArgument(f"{env_id}: reset() must return (observation, info) as in Gymnasium, "
+                              f"got {_one_line(repr(out), 120)}")
+    obs = out[0]
+    if not isinstance(obs, str):
+        raise NotTextEnv(f"{env_id} returns observations of type {type(obs).__name__}, not str. {_text_fix(env_id)}")
+    if expert:
+        try:
+            env.unwrapped.expert_action()
+        except Exception as exc:  # noqa: BLE001 - only a missing expert is this check's business
+            if not isinstance(exc, (AttributeError, NotImplementedError)):
+                return
+            raise InvalidArgument(
+                f"{env_id} has no expert_action(), which behaviour cloning (stepgym sft, train --sft-episodes) needs. "
+                "Train without a warm start (--sft-episodes 0), start from a policy (--init DIR), "
+                "or add an expert_action() method to the env."
+            ) from exc

@@ -22,6 +22,9 @@ def run(args: argparse.Namespace) -> int:
     from steppo.config import config_from_args
 
     cfg = config_from_args(args, "sft")
+    from stepgym.registration import check_trainable
+
+    check_trainable(cfg.env, cfg.env_kwargs, expert=True)  # bad env input fails here, before torch loads
     from steppo.sft import run_sft
 
     console = Console(highlight=False)

@@ -41,9 +41,10 @@ def run(args: argparse.Namespace) -> int:
         raise InvalidConfig("sft_episodes", sft_episodes, "an integer >= 0")
     cfg = config_from_args(args, "train", preset)
     console = Console(highlight=False)
-    from stepgym.registration import resolve_env_id
+    from stepgym.registration import check_trainable
 
-    resolve_env_id(cfg.env)  # a typo fails here, before torch loads
+    # bad env input (typo, kwargs, non-text env) fails here, before torch loads or OUT is written
+    check_trainable(cfg.env, cfg.env_kwargs, expert=bool(sft_episodes) and not cfg.init)
     if os.path.exists(os.path.join(cfg.out, "metrics.jsonl")) and not (cfg.resume or cfg.overwrite):
         raise InvalidConfig("out", cfg.out, "an empty or new directory: it already holds a run "
                             "(pass --resume to continue it, or --overwrite to start over)")
