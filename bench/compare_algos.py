@@ -45,7 +45,8 @@ def run_one(algo: str, seed: int, init: str, out: str, budget: int, threads: int
             kl_coef: float = 0.0, bootstrap_truncated: bool = True, clip: tuple = (-1.0, -1.0),
             epochs: int = 2, minibatch_size: int = 16, eval_episodes: int = 64, eval_every: int = 2) -> list[dict]:
     from steppo.config import make_train_config
-    from steppo.trainer import Trainer, read_metrics
+    from steppo.report import read_metrics
+    from steppo.trainer import Trainer
 
     group = {"grpo": 4, "rloo": 4, "gspo": 4, "gigpo": 4}.get(algo, 1)
     critic_free = algo in ("grpo", "rloo", "gspo", "gigpo", "reinforce_pp")

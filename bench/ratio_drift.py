@@ -52,9 +52,9 @@ def run(variant: str, args) -> dict:
     seeds, groups = tr.iteration_seeds(1)
     batch = tr.collector.collect(seeds, groups, SamplingParams(48, args.temperature, 1.0, seed=1))
     steps = [s for s in batch.steps if s.response_ids]
-    sv, tv = tr._old_values(steps)
-    st = compute_advantages(cfg, steps, step_values=sv, token_values=tv, bootstrap={})
-    adv = st.step_adv if st.step_adv is not None else (st.token_adv * st.mask).sum(-1) / st.mask.sum(-1)
+    sv, tv = tr.critic_values(steps)
+    _, adv = compute_advantages(cfg, steps, step_values=sv, token_values=tv, bootstrap={})
+    adv = adv.step  # one advantage per step (the mean of its tokens' for token-level estimators)
     stats = tr.update(batch, 1)
     with torch.no_grad():
         out = tr.policy.score([s.prompt_ids for s in steps], [s.response_ids for s in steps], values="none")

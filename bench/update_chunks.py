@@ -88,8 +88,7 @@ def main() -> None:
     def layout(v: str) -> tuple[int, int]:
         use(v)
         chunks = padded = 0
-        lengths = [len(s.prompt_ids) + len(s.response_ids) for s in steps]
-        for _mb, micro in tr._minibatches(steps, lengths, np.random.default_rng(0)):
+        for _mb, micro in tr.plan_minibatches(steps, np.random.default_rng(0)):
             for idx, _w in micro:
                 sq, _ = pack_steps([steps[i].prompt_ids for i in idx], [steps[i].response_ids for i in idx])
                 chunks += 1

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
@@ -46,9 +47,10 @@ __all__ = [
     "config_to_dict",
 ]
 
-#: Actor-critic family: a value function, GAE (over steps or over tokens).
+#: The built-in algorithms with a critic (StepPOConfig) and without (GRPOConfig); their
+#: definitions are in :mod:`steppo.algos` (a test keeps these names in step with it). Kept here
+#: so that ``--help`` needs no torch.
 ACTOR_CRITIC_ALGOS: tuple[str, ...] = ("steppo", "ppo", "steppo_no_step_gae", "steppo_no_step_ratio")
-#: Critic-free family: trajectory or group baselines.
 GROUP_ALGOS: tuple[str, ...] = ("grpo", "rloo", "reinforce_pp", "gspo", "gigpo")
 ALGOS: tuple[str, ...] = ACTOR_CRITIC_ALGOS + GROUP_ALGOS
 
@@ -191,12 +193,14 @@ class CommonConfig:
 class TrainConfig(CommonConfig):
     """Fields shared by every RL algorithm: rollouts, PPO-style epochs, logging, checkpoints."""
 
-    algo: str = _f("steppo", "training algorithm", choices=ALGOS)
+    algo: str = _f("", "training algorithm: " + ", ".join(ALGOS) + ", or 'module:name' for one registered with "
+                       "steppo.algos.register_algorithm (default: steppo; grpo for GRPOConfig)")
     iterations: int = _f(20, "training iterations (rollout + update)", min=1)
     episodes_per_iteration: int = _f(8, "episodes collected per iteration", min=1)
     max_env_steps: int = _f(0, "stop once this many env steps were collected (0 = no limit; equal-budget comparisons)",
                             min=0)
-    group_size: int = _f(1, "episodes per task seed (GRPO-style groups); must divide episodes_per_iteration", min=1)
+    group_size: int = _f(0, "episodes per task seed (GRPO-style groups); must divide episodes_per_iteration "
+                            "(0 = the algorithm's default: 8 for group algorithms, 1 otherwise)", min=0)
     num_envs: int = _f(8, "environments stepped side by side (the generation batch)", min=1)
     kv_reuse: bool = _f(True, "keep each episode's KV cache from one step to the next (prefill only the new tokens)")
     speculate: int = _f(0, "prompt-lookup speculative decoding: up to K draft tokens per forward pass, copied from "
@@ -225,21 +229,33 @@ class TrainConfig(CommonConfig):
     tensorboard: bool = _f(True, "write TensorBoard event files into OUT/tb")
 
     family: ClassVar[str] = "train"
-    #: algorithms this config family accepts; subclasses narrow it.
-    algos: ClassVar[tuple[str, ...]] = ALGOS
+    #: the algorithm when ``algo`` is not given
+    default_algo: ClassVar[str] = "steppo"
+    #: the critics this config family has fields for (None = any)
+    critics: ClassVar[tuple[str, ...] | None] = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.algo not in self.algos:
-            raise InvalidConfig("algo", self.algo, "one of " + ", ".join(repr(a) for a in self.algos)
+        self.algo = self.algo or self.default_algo
+        spec = self.algorithm()
+        if self.critics is not None and spec.critic not in self.critics:
+            fits = [a for a in ALGOS if (a in ACTOR_CRITIC_ALGOS) == ("none" not in self.critics)]
+            raise InvalidConfig("algo", self.algo, "one of " + ", ".join(repr(a) for a in fits)
                                 + f" for {type(self).__name__} (use config_class_for(algo))")
+        self.group_size = self.group_size or spec.default_group_size
         if self.episodes_per_iteration % self.group_size:
             raise InvalidConfig("episodes_per_iteration", self.episodes_per_iteration,
                                 f"a multiple of group_size={self.group_size}")
 
+    def algorithm(self) -> Any:
+        """The :class:`steppo.algos.Algorithm` of ``algo`` (imports torch)."""
+        from steppo.algos import get_algorithm
+
+        return get_algorithm(self.algo or self.default_algo)
+
     def clip_range(self) -> tuple[float, float]:
-        """The (eps_low, eps_high) in force, with the algorithm defaults filled in."""
-        lo_d, hi_d = (3e-4, 4e-4) if self.algo == "gspo" else (0.2, 0.2)
+        """The (eps_low, eps_high) in force, with the algorithm's defaults filled in."""
+        lo_d, hi_d = self.algorithm().clip
         return (lo_d if self.clip_low < 0 else self.clip_low, hi_d if self.clip_high < 0 else self.clip_high)
 
 
@@ -251,7 +267,6 @@ class StepPOConfig(TrainConfig):
     ``steppo_no_step_gae``: token GAE + step ratio. ``steppo_no_step_ratio``: step GAE + token ratio.
     """
 
-    algo: str = _f("steppo", "training algorithm", choices=ALGOS)
     lam: float = _f(1.0, "GAE lambda", min=0.0, max=1.0)
     critic: str = _f("shared", "value function: a head on the policy trunk, or a separate model copied from it",
                      choices=("shared", "separate"))
@@ -264,20 +279,19 @@ class StepPOConfig(TrainConfig):
                                          "ends with value 0, like a terminated one")
 
     family: ClassVar[str] = "actor_critic"
-    algos: ClassVar[tuple[str, ...]] = ACTOR_CRITIC_ALGOS
+    critics: ClassVar[tuple[str, ...] | None] = ("step", "token")
 
 
 @dataclass
 class GRPOConfig(TrainConfig):
     """Critic-free family: GRPO, RLOO, REINFORCE++, GSPO, GiGPO."""
 
-    algo: str = _f("grpo", "training algorithm", choices=ALGOS)
-    group_size: int = _f(8, "episodes per task seed (GRPO-style groups); must divide episodes_per_iteration", min=1)
     std_normalize: bool = _f(True, "divide group-centred scores by the group std (GRPO)")
     gigpo_step_weight: float = _f(1.0, "weight of GiGPO's anchor-state step advantage", min=0.0)
 
     family: ClassVar[str] = "group"
-    algos: ClassVar[tuple[str, ...]] = GROUP_ALGOS
+    default_algo: ClassVar[str] = "grpo"
+    critics: ClassVar[tuple[str, ...] | None] = ("none",)
 
 
 @dataclass
@@ -294,6 +308,25 @@ class SFTConfig(CommonConfig):
 
     family: ClassVar[str] = "sft"
 
+    @classmethod
+    def for_warm_start(cls, train: TrainConfig, **overrides: Any) -> SFTConfig:
+        """The behaviour-cloning warm start of ``train``: its env, model, prompt and device settings.
+
+        Writes to ``OUT/sft`` unless ``overrides`` say otherwise; LoRA and ``init`` are not carried
+        over (the warm start is a full fine-tune of the base model's trainable layers).
+
+        Example:
+            >>> rl = StepPOConfig(model="tiny", max_history_turns=2, out="runs/x")
+            >>> sft = SFTConfig.for_warm_start(rl, episodes=8)
+            >>> sft.max_history_turns, sft.out, sft.episodes
+            (2, 'runs/x/sft', 8)
+        """
+        skip = {"init", "out", "lr", "lora_r", "lora_alpha"}
+        values = {f.name: getattr(train, f.name) for f in fields(CommonConfig) if f.name not in skip}
+        values["out"] = os.path.join(train.out, "sft")
+        values.update(overrides)
+        return cls(**values)
+
 
 def config_class_for(algo: str) -> type[TrainConfig]:
     """The config dataclass of an algorithm's family.
@@ -306,7 +339,9 @@ def config_class_for(algo: str) -> type[TrainConfig]:
         return StepPOConfig
     if algo in GROUP_ALGOS:
         return GRPOConfig
-    raise InvalidConfig("algo", algo, "one of " + ", ".join(repr(a) for a in ALGOS))
+    from steppo.algos import get_algorithm  # a user algorithm: its critic decides
+
+    return StepPOConfig if get_algorithm(algo).critic != "none" else GRPOConfig
 
 
 #: Named starting points for ``--preset``; explicit options override them.
@@ -390,7 +425,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, classes: tuple[type, .
             shown = " ".join(default)
         else:
             shown = str(default)
-        help_text = f"{help_text} (default: {shown})".replace("%", "%%")
+        help_text = (f"{help_text} (default: {shown})" if shown else help_text).replace("%", "%%")
         if typ is bool:
             parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction,
                                 default=argparse.SUPPRESS, help=help_text)

@@ -1,4 +1,4 @@
-"""Run reports: learning-curve PNG (matplotlib, Agg), a rich summary table, a summary dict.
+"""Run reports: metrics rows, learning-curve PNG (matplotlib, Agg), rich console output, a summary dict.
 
 Example:
     >>> rows = [{"iteration": 0, "eval/success_rate": 0.1},
@@ -9,17 +9,28 @@ Example:
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
-__all__ = ["plot_learning_curve", "summary_table", "summarize", "read_metrics", "auc"]
+__all__ = ["plot_learning_curve", "summary_table", "summarize", "read_metrics", "auc", "metrics_line", "progress_bar"]
 
 
 def read_metrics(path: str) -> list[dict[str, Any]]:
-    """Rows of ``metrics.jsonl`` (see :func:`steppo.trainer.read_metrics`)."""
-    from steppo.trainer import read_metrics as _rm
-
-    return _rm(path)
+    """Rows of a ``metrics.jsonl`` file (a torn last line from a kill is skipped; no file: no rows)."""
+    rows: list[dict[str, Any]] = []
+    if not os.path.exists(path):
+        return rows
+    with open(path) as fh:
+        for line in fh:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                break
+    return rows
 
 
 def _series(rows: list[dict[str, Any]], key: str, x: str = "iteration") -> tuple[list[float], list[float]]:
@@ -120,3 +131,41 @@ def summary_table(rows: list[dict[str, Any]], title: str = "summary"):
     if "seconds_total" in s:
         t.caption = f"{len([r for r in rows if r.get('iteration', 0) > 0])} iterations, {s['seconds_total']:.0f} s"
     return t
+
+
+def metrics_line(row: dict[str, Any], iterations: int) -> str:
+    """The one-line console summary of an iteration's metrics row.
+
+    Example:
+        >>> metrics_line({"iteration": 2, "charts/success_rate": 0.5}, 3)[:28]
+        'it 2/3 | success 0.50 | ret'
+    """
+    def g(k: str, fmt: str = "{:.2f}") -> str:
+        return fmt.format(row[k]) if k in row else "-"
+
+    parts = [
+        f"it {row['iteration']}/{iterations}",
+        f"success {g('charts/success_rate')}",
+        f"return {g('charts/episode_return')}",
+        f"steps/ep {g('charts/episode_length', '{:.1f}')}",
+        f"invalid {g('charts/invalid_action_rate')}",
+        f"kl {g('losses/kl', '{:.4f}')}",
+        f"pg {g('losses/policy', '{:+.3f}')}",
+        f"vf {g('losses/value', '{:.3f}')}",
+        f"{g('perf/tokens_per_s', '{:.0f}')} tok/s",
+    ]
+    if "eval/success_rate" in row:
+        parts.append(f"[bold]eval {row['eval/success_rate']:.2f}[/]")
+    if "perf/iteration_s" in row:
+        parts.append(f"{row['perf/iteration_s']:.1f}s")
+    return " | ".join(parts)
+
+
+def progress_bar(console: Any, enabled: bool = True):
+    """The rich progress bar of ``stepgym train`` (iterations done, elapsed, remaining)."""
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+
+    return Progress(SpinnerColumn(), TextColumn("[progress.description]{task.description}"), BarColumn(),
+                    MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(), console=console,
+                    disable=not enabled, transient=False)

@@ -64,13 +64,15 @@ class Generator(ABC):
     """
 
     tokenizer: Any
-    #: True when :meth:`generate` takes ``sessions=`` (one key per prompt) and keeps per-episode
-    #: state between calls (a KV cache); the collector then passes episode keys and ends them.
-    supports_sessions: bool = False
 
     @abstractmethod
-    def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Any]:
-        """One :class:`~steppo.policy.Generation` per prompt."""
+    def generate(self, prompts: list[list[int]], params: SamplingParams,
+                 sessions: list[Any] | None = None) -> list[Any]:
+        """One :class:`~steppo.sampling.Generation` per prompt.
+
+        ``sessions`` holds one key per prompt (its episode): a backend may keep per-episode
+        state between calls (a KV cache) until :meth:`end_session`; others ignore it.
+        """
 
     def set_seed(self, seed: int) -> None:  # pragma: no cover - backends without RNG ignore it
         """Reseed sampling (called once per iteration so resumed runs sample the same)."""
@@ -116,7 +118,7 @@ class LocalGenerator(Generator):
         import torch
 
         self.sampler = sampler
-        self.supports_sessions = bool(reuse_cache)
+        self.reuse_cache = bool(reuse_cache)
         self.tokenizer = sampler.policy.tokenizer
         self.values = values
         self.batch_size = batch_size
@@ -137,12 +139,12 @@ class LocalGenerator(Generator):
             return None
         # a one-token greedy step: its value is read at the last prompt token (no RNG used)
         gens = self.sampler.generate(prompts, max_new_tokens=1, greedy=True, values="step",
-                                     sessions=sessions if self.supports_sessions else None)
+                                     sessions=sessions if self.reuse_cache else None)
         return [g.step_value for g in gens]
 
     def generate(self, prompts: list[list[int]], params: SamplingParams,
                  sessions: list[Any] | None = None) -> list[Any]:
-        if not self.supports_sessions:
+        if not self.reuse_cache:
             sessions = None
         if params.seed is not None:
             self.set_seed(params.seed)
@@ -236,6 +238,8 @@ class InProcessCollector(RolloutCollector):
         generator: a :class:`Generator`.
         prompt_builder: a :class:`PromptBuilder` (its tokenizer must be the generator's).
         num_envs: envs stepped side by side.
+        should_stop: polled between env steps; when it returns True the collection stops early.
+        read_bootstrap: read the critic's V(s_T+1) of truncated episodes while their cache is warm.
 
     Example:
         >>> from stepgym.models import load_model
@@ -249,7 +253,7 @@ class InProcessCollector(RolloutCollector):
     """
 
     def __init__(self, env_fn: Callable[[], gym.Env], generator: Generator, prompt_builder: PromptBuilder,
-                 num_envs: int = 8):
+                 num_envs: int = 8, *, should_stop: Callable[[], bool] | None = None, read_bootstrap: bool = True):
         if num_envs < 1:
             raise InvalidArgument(f"num_envs must be >= 1, got {num_envs}")
         self.env_fn = env_fn
@@ -257,10 +261,8 @@ class InProcessCollector(RolloutCollector):
         self.prompt_builder = prompt_builder
         self.num_envs = num_envs
         self.envs: list[gym.Env] = []
-        #: polled between env steps; when it returns True the collection stops early
-        self.should_stop: Callable[[], bool] | None = None
-        #: read the critic's V(s_T+1) of truncated episodes while their cache is warm
-        self.read_bootstrap = True
+        self.should_stop = should_stop
+        self.read_bootstrap = read_bootstrap
 
     def _env(self, k: int) -> gym.Env:
         while len(self.envs) <= k:
@@ -291,9 +293,7 @@ class InProcessCollector(RolloutCollector):
             live[slot] = {"k": k, "obs": [obs], "acts": [], "ret": 0.0, "invalid": 0}
             steps_by_ep[k] = []
 
-        use_sessions = bool(getattr(self.generator, "supports_sessions", False))
-        if use_sessions:
-            self.generator.reset_sessions()
+        self.generator.reset_sessions()
         for slot in range(min(self.num_envs, len(seeds))):
             start(slot)
         while live:
@@ -307,10 +307,7 @@ class InProcessCollector(RolloutCollector):
                 prompts.append(ids)
                 texts.append(text)
             t0 = time.perf_counter()
-            if use_sessions:
-                gens = self.generator.generate(prompts, gen_params, sessions=[live[s]["k"] for s in slots])
-            else:
-                gens = self.generator.generate(prompts, gen_params)
+            gens = self.generator.generate(prompts, gen_params, sessions=[live[s]["k"] for s in slots])
             batch.generation_s += time.perf_counter() - t0
             for s, ids, text, g in zip(slots, prompts, texts, gens):
                 st = live[s]
@@ -347,7 +344,7 @@ class InProcessCollector(RolloutCollector):
                         nxt, _ = self.prompt_builder.build(st["obs"], st["acts"], (ids, text, list(g.response_ids)))
                         rec.info["bootstrap_prompt_ids"] = nxt
                         t0 = time.perf_counter()
-                        vals = self.generator.bootstrap_values([nxt], sessions=[k] if use_sessions else None)
+                        vals = self.generator.bootstrap_values([nxt], sessions=[k])
                         batch.generation_s += time.perf_counter() - t0
                         if vals is not None and vals[0] is not None:
                             rec.info["bootstrap_value"] = float(vals[0])
@@ -357,12 +354,10 @@ class InProcessCollector(RolloutCollector):
                         invalid_actions=st["invalid"], terminated=bool(terminated), truncated=rec.truncated,
                     ))
                     del live[s]
-                    if use_sessions:
-                        self.generator.end_session(k)
+                    self.generator.end_session(k)
                     if pending:
                         start(s)
-        if use_sessions:
-            self.generator.reset_sessions()  # the weights change before the next collection
+        self.generator.reset_sessions()  # the weights change before the next collection
         # deterministic order: by episode, then step
         for k in range(len(seeds)):
             batch.steps.extend(steps_by_ep.get(k, []))

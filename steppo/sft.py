@@ -146,7 +146,7 @@ def run_sft(cfg: SFTConfig, console: Any = None, eval_episodes: int = 0, eval_se
     With ``eval_episodes`` the model is first evaluated (greedy, held-out seeds from
     ``eval_seed``) so a run can show where it started before the warm start.
     """
-    from steppo.trainer import build_policy
+    from steppo.loading import build_policy
 
     log = console.print if console is not None else (lambda *a, **k: None)
     set_threads(cfg.threads)

@@ -28,8 +28,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
-
     from rich.console import Console
 
     from stepgym.errors import InvalidConfig
@@ -40,42 +38,19 @@ def run(args: argparse.Namespace) -> int:
     if sft_episodes < 0:
         raise InvalidConfig("sft_episodes", sft_episodes, "an integer >= 0")
     cfg = config_from_args(args, "train", preset)
-    console = Console(highlight=False)
-    from stepgym.registration import check_trainable
-
-    # bad env input (typo, kwargs, non-text env) fails here, before torch loads or OUT is written
-    check_trainable(cfg.env, cfg.env_kwargs, expert=bool(sft_episodes) and not cfg.init)
-    if os.path.exists(os.path.join(cfg.out, "metrics.jsonl")) and not (cfg.resume or cfg.overwrite):
-        raise InvalidConfig("out", cfg.out, "an empty or new directory: it already holds a run "
-                            "(pass --resume to continue it, or --overwrite to start over)")
-
-    import torch  # noqa: F401  (heavy imports only once the options are valid)
-
-    from steppo.trainer import Trainer
-
-    base_eval: dict = {}
+    warm_start = None
     if sft_episodes and not cfg.init:
-        sft_dir = os.path.join(cfg.out, "sft")
-        if cfg.resume and os.path.isdir(os.path.join(sft_dir, "policy")):
-            console.print(f"warm start: reusing {sft_dir}/policy")
-        else:
-            from steppo.sft import run_sft
+        warm_start = SFTConfig.for_warm_start(
+            cfg, episodes=sft_episodes, epochs=int(preset.get("sft_epochs", 2)),
+            lr=float(preset.get("sft_lr", 1e-4 if cfg.model != "tiny" else 1e-3)))
 
-            scfg = SFTConfig(env=cfg.env, env_kwargs=cfg.env_kwargs, model=cfg.model, out=sft_dir, seed=cfg.seed,
-                             max_prompt_tokens=cfg.max_prompt_tokens, max_history_turns=cfg.max_history_turns,
-                             history_stride=cfg.history_stride,
-                             max_new_tokens=cfg.max_new_tokens, stop_strings=cfg.stop_strings,
-                             episodes=sft_episodes, epochs=int(preset.get("sft_epochs", 2)),
-                             lr=float(preset.get("sft_lr", 1e-4 if cfg.model != "tiny" else 1e-3)),
-                             train_layers=cfg.train_layers, micro_batch_size=cfg.micro_batch_size,
-                             device=cfg.device, dtype=cfg.dtype, threads=cfg.threads, progress=cfg.progress)
-            console.print(f"[bold]warm start[/]: behaviour cloning {sft_episodes} expert episodes -> {sft_dir}")
-            base_eval = run_sft(scfg, console, eval_episodes=cfg.eval_episodes if cfg.eval_before else 0,
-                                eval_seed=cfg.eval_seed).get("base_eval", {})
-        cfg.init = sft_dir
-    summary = Trainer(cfg, console=console).train()
+    from steppo.pipeline import train  # checks the env and OUT before any model loads
+
+    console = Console(highlight=False)
+    summary = train(cfg, warm_start, console=console)
     first, last = summary.get("eval_success_first"), summary.get("eval_success_last")
     if first is not None and last is not None:
+        base_eval = summary["base_eval"]
         parts = []
         if base_eval:
             parts.append(f"{cfg.model} alone {base_eval['eval/success_rate']:.2f}")

@@ -11,8 +11,10 @@ import torch
 
 import tests.steppo.toy  # noqa: F401  (registers steppotest/Boxes-v0)
 from stepgym.core import StepRecord
+from steppo.algos import builtin_algorithms, get_algorithm
 from steppo.config import SFTConfig, make_train_config
-from steppo.trainer import ALGO_SPEC, TIME_KEYS, Trainer, compute_advantages, read_metrics
+from steppo.report import read_metrics
+from steppo.trainer import TIME_KEYS, Trainer, compute_advantages
 
 TOY = "tests.steppo.toy:steppotest/Boxes-v0"
 
@@ -38,29 +40,26 @@ def _steps():
             rec(1, 0, 0.0, False, obs="start"), rec(1, 1, 0.0, True, trunc=True, obs="other")]
 
 
-@pytest.mark.parametrize("algo", sorted(ALGO_SPEC))
+@pytest.mark.parametrize("algo", builtin_algorithms())
 def test_every_algorithm_gets_advantages_of_the_right_shape(algo):
     cfg = make_train_config({"algo": algo, "group_size": 2, "episodes_per_iteration": 2})
     steps = _steps()
     sv = torch.tensor([s.info["value"] for s in steps])
     tv = [s.info["token_values"] for s in steps]
-    st = compute_advantages(cfg, steps, step_values=sv, token_values=tv, bootstrap={1: 0.25})
-    kind, ratio, critic = ALGO_SPEC[algo]
-    assert st.mask.shape == (4, 3) and st.mask.sum() == 10
-    if ratio in ("step", "sequence"):
-        assert st.step_adv.shape == (4,)
-    else:
-        assert st.token_adv.shape == (4, 3)
-        assert torch.all(st.token_adv[st.mask == 0] == 0)
+    batch, adv = compute_advantages(cfg, steps, step_values=sv, token_values=tv, bootstrap={1: 0.25})
+    critic = get_algorithm(algo).critic
+    assert batch.mask.shape == (4, 3) and batch.mask.sum() == 10
+    assert adv.step.shape == (4,) and adv.token.shape == (4, 3)
+    assert torch.all(adv.token[batch.mask == 0] == 0)
     # the successful trajectory's steps get a larger advantage than the failed one's
-    adv = st.step_adv if st.step_adv is not None else st.token_adv.sum(-1) / st.mask.sum(-1)
-    assert adv[1] > adv[3]
+    assert adv.step[1] > adv.step[3]
+    assert (adv.token.sum(-1) / batch.mask.sum(-1))[1] > (adv.token.sum(-1) / batch.mask.sum(-1))[3]
     if critic == "step":
-        assert st.step_returns.shape == (4,)
+        assert adv.step_returns.shape == (4,)
         # lambda = gamma = 1: return = reward-to-go (+ bootstrap 0.25 on the truncated episode)
-        assert torch.allclose(st.step_returns, torch.tensor([1.0, 1.0, 0.25, 0.25]))
+        assert torch.allclose(adv.step_returns, torch.tensor([1.0, 1.0, 0.25, 0.25]))
     if critic == "token":
-        assert st.token_returns.shape == (4, 3)
+        assert adv.token_returns.shape == (4, 3)
 
 
 def test_resume_continues_exactly(tmp_path):
@@ -73,7 +72,7 @@ def test_resume_continues_exactly(tmp_path):
     def stop_after_two(it):
         row = run_iteration(it)
         if it == 2:
-            b._stop = True  # what Ctrl-C does: finish the iteration, checkpoint, exit
+            b.stop_requested = True  # what Ctrl-C does: finish the iteration, checkpoint, exit
         return row
 
     b.run_iteration = stop_after_two
@@ -119,12 +118,12 @@ def test_gspo_minibatches_keep_trajectories_whole(tmp_path):
     import numpy as np
 
     tr = Trainer(_cfg(tmp_path / "g", algo="gspo", minibatch_size=3, micro_batch_size=2))
-    assert tr.ratio_kind == "sequence"
+    assert tr.algo.per_trajectory and tr.algo.policy_loss == "sequence"
     # trajectories of 2, 1, 3 and 2 rows
     traj = [0, 0, 1, 2, 2, 2, 3, 3]
     steps = [StepRecord(prompt_ids=[1], response_ids=[2], logprobs=[-1.0], reward=0.0, traj_id=t, step_index=0,
                         done=False) for t in traj]
-    batches = tr._minibatches(steps, [2] * len(steps), np.random.default_rng(0))
+    batches = tr.plan_minibatches(steps, np.random.default_rng(0))
     assert sorted(i for mb, _ in batches for i in mb) == list(range(len(steps)))
     for mb, micro in batches:
         assert sorted(i for idx, _ in micro for i in idx) == sorted(mb)
@@ -199,13 +198,13 @@ def test_packed_minibatches_hold_whole_episodes_and_weigh_rows(tmp_path):
     steps = [StepRecord(prompt_ids=[1], response_ids=[2], logprobs=[-1.0], reward=0.0, traj_id=t, step_index=0,
                         done=False) for t in traj]
     tr = Trainer(_cfg(tmp_path / "p", algo="steppo", minibatch_size=4, micro_batch_size=2))
-    for mb, micro in tr._minibatches(steps, [2] * len(steps), np.random.default_rng(1)):
+    for mb, micro in tr.plan_minibatches(steps, np.random.default_rng(1)):
         for idx, w in micro:
             ts = {traj[i] for i in idx}
             assert sorted(idx) == sorted(i for i, t in enumerate(traj) if t in ts)
             assert math.isclose(w, len(idx) / len(mb))
     flat = Trainer(_cfg(tmp_path / "f", algo="steppo", minibatch_size=4, micro_batch_size=2, pack_trajectories=False))
-    sizes = [len(idx) for _, micro in flat._minibatches(steps, [2] * len(steps), np.random.default_rng(1))
+    sizes = [len(idx) for _, micro in flat.plan_minibatches(steps, np.random.default_rng(1))
              for idx, _ in micro]
     assert sizes == [2, 2, 2, 2]  # row by row
 
@@ -257,7 +256,7 @@ def test_micro_batches_follow_the_token_budget_and_sort_by_length(tmp_path):
     for budget, pack in ((40, True), (40, False), (0, True)):
         tr = Trainer(_cfg(tmp_path / f"m{budget}{pack}", algo="steppo", minibatch_size=6, micro_batch_size=6,
                           micro_batch_tokens=budget, pack_trajectories=pack))
-        (mb, micro), = tr._minibatches(steps, lens, np.random.default_rng(0))
+        (mb, micro), = tr.plan_minibatches(steps, np.random.default_rng(0))
         assert sorted(i for idx, _ in micro for i in idx) == list(range(6))
         assert math.isclose(sum(w for _, w in micro), 1.0)
         chunk_lens = [[lens[i] for i in idx] for idx, _ in micro]
@@ -272,7 +271,7 @@ def test_micro_batches_follow_the_token_budget_and_sort_by_length(tmp_path):
 
 
 def test_plan_micro_batches_caps_and_covers_every_unit():
-    from steppo.policy import plan_micro_batches
+    from steppo.batching import plan_micro_batches
 
     rng = __import__("random").Random(0)
     for _ in range(200):
@@ -312,8 +311,8 @@ def test_chunking_does_not_change_the_update(tmp_path):
         tr.policy.load_state_dict(w0)
         tr.optimizer.load_state_dict(o0)
         tr.cfg.micro_batch_tokens = budget
-        assert len(tr._minibatches([s for s in batch.steps if s.response_ids], [1] * len(batch.steps),
-                                   __import__("numpy").random.default_rng(0))[0][1]) == (1 if budget == 0 else 4)
+        assert len(tr.plan_minibatches([s for s in batch.steps if s.response_ids],
+                                       __import__("numpy").random.default_rng(0))[0][1]) == (1 if budget == 0 else 4)
         tr.update(batch, 1)
         res[budget] = {k: v.clone() for k, v in tr.policy.state_dict().items()}
     moved = max(float((res[0][k] - w0[k]).abs().max()) for k in w0)

@@ -1,0 +1,56 @@
+"""The whole job in one call: an optional behaviour-cloning warm start, then RL.
+
+``stepgym train`` calls :func:`train`; so can a script::
+
+    from steppo import train
+    from steppo.config import SFTConfig, StepPOConfig
+
+    cfg = StepPOConfig(model="smollm2-135m", env="stepgym/ToolUse-v0", iterations=3, out="runs/mine")
+    summary = train(cfg, warm_start=SFTConfig.for_warm_start(cfg, episodes=32, epochs=3, lr=3e-4))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+from stepgym.registration import check_trainable
+from steppo.config import SFTConfig, TrainConfig
+from steppo.run_dir import RunDir
+
+__all__ = ["train"]
+
+
+def train(cfg: TrainConfig, warm_start: SFTConfig | None = None, *, console: Any = None) -> dict[str, Any]:
+    """Train ``cfg``; with ``warm_start``, behaviour-clone the env's expert first and start RL from it.
+
+    Bad env input and an ``--out`` that holds another run fail before any model loads or any
+    file is written. With ``cfg.resume`` a finished warm start in ``warm_start.out`` is reused.
+
+    Returns:
+        the trainer's summary, plus ``base_eval`` (the model's held-out scores before the warm
+        start, when one ran with ``cfg.eval_before``).
+    """
+    from rich.console import Console
+
+    from steppo.trainer import Trainer
+
+    console = console or Console(highlight=False)
+    check_trainable(cfg.env, cfg.env_kwargs, expert=warm_start is not None)
+    RunDir(cfg.out).check(resume=cfg.resume, overwrite=cfg.overwrite)
+    base_eval: dict[str, float] = {}
+    if warm_start is not None:
+        if cfg.resume and os.path.isdir(os.path.join(warm_start.out, "policy")):
+            console.print(f"warm start: reusing {warm_start.out}/policy")
+        else:
+            from steppo.sft import run_sft
+
+            console.print(f"[bold]warm start[/]: behaviour cloning {warm_start.episodes} expert episodes "
+                          f"-> {warm_start.out}")
+            base_eval = run_sft(warm_start, console, eval_episodes=cfg.eval_episodes if cfg.eval_before else 0,
+                                eval_seed=cfg.eval_seed)["base_eval"]
+        cfg = dataclasses.replace(cfg, init=warm_start.out)
+    summary = Trainer(cfg, console=console).train()
+    summary["base_eval"] = base_eval
+    return summary
