@@ -5,7 +5,7 @@ Build one from a spec, as the command line does::
     from stepgym.agents import make_agent
     agent = make_agent("expert", env=env)        # random | expert | human
     agent = make_agent("hf:HuggingFaceTB/SmolLM2-135M-Instruct")
-    agent = make_agent("checkpoint:runs/tooluse")  # a steppo run (its policy/ dir)
+    agent = make_agent("checkpoint:runs/tooluse")  # a training run (its policy/ dir)
     agent = make_agent("openai:Qwen/Qwen3-8B@http://127.0.0.1:8000/v1")
     action = agent.act(obs, info)
 

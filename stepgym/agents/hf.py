@@ -9,6 +9,8 @@ from typing import Any
 
 from stepgym.agents.base import BaseAgent, chat_messages
 from stepgym.errors import DependencyNotInstalled, InvalidArgument, InvalidConfig
+from stepgym.policy_folder import _cut_at_stop  # noqa: F401 - kept importable from here
+from stepgym.policy_folder import decode_response, end_of_turn_ids, read_policy_settings
 from stepgym.prompts import episode_chat
 
 __all__ = ["TransformersAgent", "CheckpointAgent", "Generation", "load_causal_lm", "resolve_checkpoint"]
@@ -48,7 +50,7 @@ def load_causal_lm(spec: str, *, dtype: Any = None) -> tuple[Any, Any]:
 
 
 def resolve_checkpoint(path: str | os.PathLike[str]) -> str:
-    """The model directory of a steppo run (``DIR/policy/``) or DIR itself if it is an HF model dir.
+    """The model directory of a training run (``DIR/policy/``) or DIR itself if it is an HF model dir.
 
     Example:
         >>> resolve_checkpoint("runs/my_run")  # doctest: +SKIP
@@ -64,7 +66,7 @@ def resolve_checkpoint(path: str | os.PathLike[str]) -> str:
         )
     raise InvalidArgument(
         f"{root!r} is not a checkpoint: expected {os.path.join(root, 'policy', 'config.json')} "
-        f"(a steppo run directory) or {os.path.join(root, 'config.json')} (a save_pretrained model directory)"
+        f"(a training run directory) or {os.path.join(root, 'config.json')} (a save_pretrained model directory)"
     )
 
 
@@ -207,7 +209,7 @@ class TransformersAgent(BaseAgent):
         stops = self.stop if stop is None else tuple(stop)
         out: list[Generation] = []
         device = next(self.model.parameters()).device
-        eos_ids = _eos_ids(self.model, tok)
+        eos_ids = end_of_turn_ids(tok, self.model)
         for start in range(0, len(prompts), self.batch_size):
             chunk = list(prompts[start : start + self.batch_size])
             old_side, old_trunc = tok.padding_side, getattr(tok, "truncation_side", "right")
@@ -241,17 +243,10 @@ class TransformersAgent(BaseAgent):
             plen = enc["input_ids"].shape[1]
             prompt_lens = enc["attention_mask"].sum(dim=1).tolist()
             for row in range(seqs.shape[0]):
-                new = seqs[row, plen:].tolist()
-                n, finish = len(new), "length"
-                for j, t in enumerate(new):
-                    if t in eos_ids:
-                        n, finish = j + 1, "stop"
-                        break
-                text = tok.decode(new[:n], skip_special_tokens=True)
-                cut = _cut_at_stop(text, stops)
-                if cut is not None:
-                    text, finish = cut, "stop"
-                out.append(Generation(text, int(prompt_lens[row // num_return_sequences]), n, finish))
+                # the trainer's decoding: the env sees the text the policy was trained on
+                d = decode_response(tok, seqs[row, plen:].tolist(), stop_strings=stops, eos_ids=eos_ids)
+                finish = "length" if d.stop_reason == "length" else "stop"
+                out.append(Generation(d.text, int(prompt_lens[row // num_return_sequences]), d.tokens, finish))
         return out
 
     def _act_batch(self, observations: list[str], infos: list[dict[str, Any]], slots: list[int]) -> list[str]:
@@ -275,31 +270,8 @@ class TransformersAgent(BaseAgent):
         return actions
 
 
-def _eos_ids(model: Any, tok: Any) -> list[int]:
-    ids: set[int] = set()
-    cfg_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    for v in (cfg_eos, tok.eos_token_id):
-        if isinstance(v, int):
-            ids.add(v)
-        elif isinstance(v, (list, tuple)):
-            ids.update(int(x) for x in v)
-    return sorted(ids)
-
-
-def _cut_at_stop(text: str, stops: Sequence[str]) -> str | None:
-    """Text up to and including the earliest stop string, or None if none occurs."""
-    best: int | None = None
-    for s in stops:
-        if not s:
-            continue
-        i = text.find(s)
-        if i >= 0 and (best is None or i + len(s) < best):  # the earliest stop wins
-            best = i + len(s)
-    return None if best is None else text[:best]
-
-
 class CheckpointAgent(TransformersAgent):
-    """The policy of a steppo training run (``DIR/policy/``), or any ``save_pretrained`` directory.
+    """The policy of a training run (``DIR/policy/``, see :mod:`stepgym.policy_folder`), or any ``save_pretrained`` directory.
 
     Args:
         path: the ``--out`` directory of ``stepgym train`` (its ``policy/`` subdirectory is
@@ -326,20 +298,5 @@ class CheckpointAgent(TransformersAgent):
 
 
 def _trained_prompt_settings(model_dir: str) -> dict[str, Any]:
-    """``history_turns``, ``history_stride``, ``stop`` and ``max_new_tokens`` of a steppo policy dir."""
-    import json
-
-    try:
-        with open(os.path.join(model_dir, "steppo_config.json")) as fh:
-            prompt = json.load(fh).get("prompt") or {}
-    except (OSError, ValueError, AttributeError):
-        return {}
-    out: dict[str, Any] = {}
-    if isinstance(prompt.get("max_history_turns"), int):
-        out["history_turns"] = prompt["max_history_turns"]
-        out["history_stride"] = int(prompt.get("history_stride", 1))
-    if isinstance(prompt.get("stop_strings"), list):
-        out["stop"] = tuple(prompt["stop_strings"])
-    if isinstance(prompt.get("max_new_tokens"), int):
-        out["max_new_tokens"] = prompt["max_new_tokens"]
-    return out
+    """``history_turns``, ``history_stride``, ``stop`` and ``max_new_tokens`` saved in a policy folder."""
+    return read_policy_settings(model_dir).agent_kwargs()
