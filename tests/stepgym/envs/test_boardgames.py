@@ -260,15 +260,6 @@ def test_import_stepgym_and_the_views_do_not_import_pettingzoo():
     assert out.stdout.strip() == "False", out.stderr
 
 
-@pytest.mark.parametrize("module", ['stepgym.envs.boardgames'])
-def test_doctests(module):
-    import doctest
-    import importlib
-
-    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
-    assert result.attempted > 0 and result.failed == 0
-
-
 def test_aec_env_pickles_across_processes():
     import pickle
 

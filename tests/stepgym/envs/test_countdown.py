@@ -80,12 +80,3 @@ def test_number_rules_and_feedback():
     strict.reset(options={"numbers": [25, 50, 3, 3], "target": 75})
     _, _, _, _, info = strict.step("25 + 50")
     assert info["action_valid"] is False and "missing 3, 3" in info["error"]
-
-
-@pytest.mark.parametrize("module", ['stepgym.envs.countdown'])
-def test_doctests(module):
-    import doctest
-    import importlib
-
-    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
-    assert result.attempted > 0 and result.failed == 0

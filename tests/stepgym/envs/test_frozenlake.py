@@ -102,12 +102,3 @@ def test_bad_knobs_raise():
         FrozenLakeEnv(size=2)
     with pytest.raises(stepgym.InvalidConfig, match="map"):
         FrozenLakeEnv().reset(options={"map": ["SX", "FG"]})
-
-
-@pytest.mark.parametrize("module", ['stepgym.envs.frozenlake'])
-def test_doctests(module):
-    import doctest
-    import importlib
-
-    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
-    assert result.attempted > 0 and result.failed == 0

@@ -107,15 +107,6 @@ def test_bad_knobs():
         gym.make("stepgym/Negotiation-v0", max_rounds=1)
 
 
-@pytest.mark.parametrize("module", ['stepgym.envs.negotiation'])
-def test_doctests(module):
-    import doctest
-    import importlib
-
-    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
-    assert result.attempted > 0 and result.failed == 0
-
-
 def test_parallel_env_pickles():
     import pickle
 

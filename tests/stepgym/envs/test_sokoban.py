@@ -124,15 +124,6 @@ def test_bad_knobs_and_levels_raise_clear_errors():
         SokobanEnv().reset(options={"level": "#####\n#$ .#\n#####"})
 
 
-@pytest.mark.parametrize("module", ['stepgym.envs.sokoban', 'stepgym.envs._answer'])
-def test_doctests(module):
-    import doctest
-    import importlib
-
-    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
-    assert result.attempted > 0 and result.failed == 0
-
-
 def test_push_search_fallback_finds_valid_plans(monkeypatch):
     import stepgym.envs.sokoban as sokoban
 

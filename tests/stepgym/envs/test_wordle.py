@@ -121,12 +121,3 @@ def test_build_solver_tree_on_a_small_list():
                 break
             path = f"{path}.{f}" if path else f
         assert n <= 6
-
-
-@pytest.mark.parametrize("module", ['stepgym.envs.wordle'])
-def test_doctests(module):
-    import doctest
-    import importlib
-
-    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
-    assert result.attempted > 0 and result.failed == 0
