@@ -21,11 +21,12 @@ QUIZ = "tests.steppo.thirdparty_quiz"
 SMALL = ["--model", "tiny", "--max-new-tokens", "8", "--num-envs", "2", "--episodes-per-iteration", "2",
          "--eval-episodes", "1", "--no-tensorboard", "--no-progress", "--threads", "1"]
 
-# Runs `stepgym` with the modules that load a model made unimportable: reaching them is a bug here
-# (a traceback, exit 1) instead of a slow success.
-NO_MODEL = ("import sys\n"
-            "for m in ('steppo.trainer', 'steppo.sft', 'steppo.models'):\n"
-            "    sys.modules[m] = None\n"
+# Runs `stepgym` with building any torch module (a model, a value head) made an error: reaching
+# one is a bug here (a traceback, exit 1) instead of a slow success.
+NO_MODEL = ("import sys, torch\n"
+            "def _no_model(self, *a, **k):\n"
+            "    raise RuntimeError('a model was built before the env was checked')\n"
+            "torch.nn.Module.__init__ = _no_model\n"
             "from stepgym.cli import main\n"
             "sys.exit(main(sys.argv[1:]))\n")
 
