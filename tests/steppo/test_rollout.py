@@ -37,7 +37,7 @@ class ScriptedGenerator(Generator):
         self.tokenizer = tok
         self.ids = tok(ANSWER, add_special_tokens=False)["input_ids"]
 
-    def generate(self, prompts, params):
+    def generate(self, prompts, params, sessions=None):
         from steppo.policy import Generation
 
         return [Generation(response_ids=list(self.ids), logprobs=[-1.0] * len(self.ids), text=ANSWER,
@@ -108,7 +108,7 @@ class CharByCharGenerator(Generator):
         self.ids = [i for c in LOOKUP for i in tok(c, add_special_tokens=False)["input_ids"]]
         assert tok.decode(self.ids) == LOOKUP and self.ids != tok(LOOKUP, add_special_tokens=False)["input_ids"]
 
-    def generate(self, prompts, params):
+    def generate(self, prompts, params, sessions=None):
         from steppo.policy import Generation
 
         return [Generation(response_ids=list(self.ids), logprobs=[-1.0] * len(self.ids), text=LOOKUP,
