@@ -24,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args, "sft")
     from stepgym.registration import check_trainable
 
-    check_trainable(cfg.env, cfg.env_kwargs, expert=True)  # bad env input fails here, before torch loads
+    check_trainable(cfg.env, cfg.env_kwargs, expert=True)  # bad env input fails here, before a model loads
     from steppo.sft import run_sft
 
     console = Console(highlight=False)
