@@ -34,11 +34,11 @@ def train(cfg: TrainConfig, warm_start: SFTConfig | None = None, *, console: Any
     """
     from rich.console import Console
 
-    from steppo.trainer import Trainer
-
-    console = console or Console(highlight=False)
     check_trainable(cfg.env, cfg.env_kwargs, expert=warm_start is not None)
     RunDir(cfg.out).check(resume=cfg.resume, overwrite=cfg.overwrite)
+    from steppo.trainer import Trainer  # the model and its engine load only once the input is valid
+
+    console = console or Console(highlight=False)
     base_eval: dict[str, float] = {}
     if warm_start is not None:
         if cfg.resume and os.path.isdir(os.path.join(warm_start.out, "policy")):
