@@ -1,6 +1,6 @@
 """The import-linter contracts in pyproject.toml hold (``lint-imports`` run from the repo root).
 
-The contracts: stepgym below its command line (``stepgym.cli``, ``stepgym.commands``) never
+The contracts: stepgym below its command line (``stepgym.cli``, ``.commands``, ``.__main__``) never
 imports steppo, nothing but the command line imports the command line, and no two sibling
 modules of steppo or stepgym import each other in a cycle.
 """
