@@ -2,9 +2,9 @@
 
 Two seams keep scale-out a matter of adding classes, not rewriting this file:
 
-* :class:`Generator` — turns prompt token ids into :class:`~steppo.policy.Generation`
+* :class:`Generator` — turns prompt token ids into :class:`~steppo.sampling.Generation`
   (response ids + their log-probs). The one implementation is :class:`LocalGenerator`,
-  which runs the in-process :class:`~steppo.policy.Sampler`; no server backend ships. One
+  which runs the in-process :class:`~steppo.sampling.Sampler`; no server backend ships. One
   (say an OpenAI-compatible vLLM or SGLang endpoint) would be another subclass returning
   the same objects.
 * :class:`RolloutCollector` — runs episodes for a list of task seeds and returns a
@@ -94,19 +94,20 @@ class Generator(ABC):
 
 
 class LocalGenerator(Generator):
-    """The in-process policy model, through :class:`~steppo.policy.Sampler`.
+    """The in-process policy model, through :class:`~steppo.sampling.Sampler`.
 
     Args:
         sampler: the sampler of the policy being trained.
         values: ``"step"``/``"token"`` to read the shared value head during generation.
         batch_size: at most this many prompts per generation call.
         reuse_cache: keep each episode's KV cache between its steps (see
-            :meth:`~steppo.policy.Sampler.generate`), so a step prefills only the tokens its
+            :meth:`~steppo.sampling.Sampler.generate`), so a step prefills only the tokens its
             prompt adds to the previous prompt + response.
 
     Example:
         >>> from stepgym.models import load_model
-        >>> from steppo.policy import Policy, Sampler
+        >>> from steppo.policy import Policy
+        >>> from steppo.sampling import Sampler
         >>> lm, tok = load_model("tiny")
         >>> gen = LocalGenerator(Sampler(Policy(lm, tok)))
         >>> out = gen.generate([[1, 2, 3]], SamplingParams(max_new_tokens=3, seed=0))
@@ -243,7 +244,8 @@ class InProcessCollector(RolloutCollector):
 
     Example:
         >>> from stepgym.models import load_model
-        >>> from steppo.policy import Policy, Sampler
+        >>> from steppo.policy import Policy
+        >>> from steppo.sampling import Sampler
         >>> lm, tok = load_model("tiny")
         >>> col = InProcessCollector(make_env_fn("stepgym/ToolUse-v0", {"difficulty": "easy"}),
         ...     LocalGenerator(Sampler(Policy(lm, tok), stop_strings=("</tool_call>",))), ChatPromptBuilder(tok), 2)

@@ -26,7 +26,8 @@ import torch
 
 from stepgym.errors import InvalidArgument
 from steppo.config import SFTConfig, config_to_dict
-from steppo.policy import Policy, adamw, end_of_turn_ids, plan_micro_batches, set_threads
+from steppo.batching import plan_micro_batches
+from steppo.policy import Policy, adamw, end_of_turn_ids, set_threads
 from steppo.rollout import ChatPromptBuilder, make_env_fn
 
 __all__ = ["collect_expert_steps", "run_sft", "sft_train", "evaluate_policy"]
@@ -127,7 +128,7 @@ def sft_train(policy: Policy, data: list[tuple[list[int], list[int]]], *, epochs
 def evaluate_policy(policy: Policy, env_fn, prompt_builder: ChatPromptBuilder, episodes: int, *, seed_start: int,
                     max_new_tokens: int, stop_strings: tuple[str, ...], num_envs: int = 8) -> dict[str, float]:
     """Greedy success / return / length / invalid rate of ``policy`` on seeds ``seed_start ...``."""
-    from steppo.policy import Sampler
+    from steppo.sampling import Sampler
     from steppo.rollout import InProcessCollector, LocalGenerator, SamplingParams
 
     col = InProcessCollector(env_fn, LocalGenerator(Sampler(policy, stop_strings=stop_strings), batch_size=num_envs),

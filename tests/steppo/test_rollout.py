@@ -7,7 +7,7 @@ import torch
 
 from stepgym.core import StepRecord
 from stepgym.models import load_model
-from steppo.policy import Policy, Sampler
+from steppo.policy import Policy
 from steppo.rollout import (
     ChatPromptBuilder,
     Generator,
@@ -16,6 +16,7 @@ from steppo.rollout import (
     SamplingParams,
     make_env_fn,
 )
+from steppo.sampling import Sampler
 
 ENV_KW = {"difficulty": "easy", "tools": ["lookup"], "compact": True, "max_steps": 3}
 
@@ -38,7 +39,7 @@ class ScriptedGenerator(Generator):
         self.ids = tok(ANSWER, add_special_tokens=False)["input_ids"]
 
     def generate(self, prompts, params, sessions=None):
-        from steppo.policy import Generation
+        from steppo.sampling import Generation
 
         return [Generation(response_ids=list(self.ids), logprobs=[-1.0] * len(self.ids), text=ANSWER,
                            stop_reason="stop_string") for _ in prompts]
@@ -109,7 +110,7 @@ class CharByCharGenerator(Generator):
         assert tok.decode(self.ids) == LOOKUP and self.ids != tok(LOOKUP, add_special_tokens=False)["input_ids"]
 
     def generate(self, prompts, params, sessions=None):
-        from steppo.policy import Generation
+        from steppo.sampling import Generation
 
         return [Generation(response_ids=list(self.ids), logprobs=[-1.0] * len(self.ids), text=LOOKUP,
                            stop_reason="stop_string") for _ in prompts]
