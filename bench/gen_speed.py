@@ -119,7 +119,8 @@ def main() -> None:
     from rich.table import Table
 
     from stepgym.models import load_model
-    from steppo.policy import Policy, Sampler, end_of_turn_ids
+    from steppo.policy import Policy, end_of_turn_ids
+    from steppo.sampling import Sampler
 
     lm, tok = load_model(args.model, seed=0)
     lm.eval()

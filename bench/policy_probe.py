@@ -38,7 +38,8 @@ def main() -> None:
     import stepgym
     from stepgym.envs._toolcalls import parse_tool_call
     from stepgym.models import load_model
-    from steppo.policy import Policy, Sampler
+    from steppo.policy import Policy
+    from steppo.sampling import Sampler
     from steppo.rollout import ChatPromptBuilder, InProcessCollector, LocalGenerator, SamplingParams, make_env_fn
 
     kw = json.loads(args.env_kwargs)

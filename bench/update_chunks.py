@@ -39,8 +39,8 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from steppo.batching import pack_steps
     from steppo.config import StepPOConfig
-    from steppo.policy import pack_steps
     from steppo.rollout import SamplingParams
     from steppo import trainer as trainer_mod
     from steppo.trainer import Trainer
