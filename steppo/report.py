@@ -134,11 +134,11 @@ def summary_table(rows: list[dict[str, Any]], title: str = "summary"):
 
 
 def metrics_line(row: dict[str, Any], iterations: int) -> str:
-    """The one-line console summary of an iteration's metrics row.
+    """The one-line console summary of an iteration's metrics row (``-`` for a missing metric).
 
     Example:
-        >>> metrics_line({"iteration": 2, "charts/success_rate": 0.5}, 3)[:28]
-        'it 2/3 | success 0.50 | ret'
+        >>> metrics_line({"iteration": 2, "charts/success_rate": 0.5, "charts/episode_return": 0.75}, 3)
+        'it 2/3 | success 0.50 | return 0.75 | steps/ep - | invalid - | kl - | pg - | vf - | - tok/s'
     """
     def g(k: str, fmt: str = "{:.2f}") -> str:
         return fmt.format(row[k]) if k in row else "-"
