@@ -111,10 +111,11 @@ def default_cache_dir() -> Path:
 
     Example:
         >>> import os
+        >>> before = os.environ.get("STEPGYM_CACHE")
         >>> os.environ["STEPGYM_CACHE"] = "/tmp/sg-cache"
         >>> str(default_cache_dir())
         '/tmp/sg-cache'
-        >>> del os.environ["STEPGYM_CACHE"]
+        >>> _ = os.environ.pop("STEPGYM_CACHE") if before is None else os.environ.update(STEPGYM_CACHE=before)
     """
     env = os.environ.get("STEPGYM_CACHE")
     if env:

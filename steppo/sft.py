@@ -6,9 +6,10 @@ and trains cross-entropy on the expert's action tokens followed by the end-of-tu
 The result is a policy folder that ``stepgym train --init DIR`` starts from.
 
 Example:
+    >>> import tempfile
     >>> from steppo.config import SFTConfig
     >>> from steppo.sft import run_sft
-    >>> res = run_sft(SFTConfig(model="tiny", episodes=2, epochs=1, out="/tmp/steppo-sft-doctest", progress=False))
+    >>> res = run_sft(SFTConfig(model="tiny", episodes=2, epochs=1, out=tempfile.mkdtemp(), progress=False))
     >>> res["steps"] > 0 and res["final_loss"] > 0
     True
 """

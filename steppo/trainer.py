@@ -16,11 +16,12 @@ Everything on disk (metrics, checkpoints, the policy folder, TensorBoard, the re
 
 Example:
     >>> import tempfile
+    >>> from rich.console import Console
     >>> from steppo.config import StepPOConfig
     >>> cfg = StepPOConfig(model="tiny", iterations=1, episodes_per_iteration=2, num_envs=2,
     ...                    max_new_tokens=8, eval_episodes=2, out=tempfile.mkdtemp(),
     ...                    progress=False, tensorboard=False)
-    >>> summary = Trainer(cfg).train()
+    >>> summary = Trainer(cfg, console=Console(quiet=True)).train()
     >>> summary["iterations_done"]
     1
 """
