@@ -5,6 +5,7 @@
 * :class:`SessionCache` keeps the KV states of each episode's last ``prompt + response``
   between generate calls, so the next step prefills only its new tokens. Everything is
   dropped as soon as the weights change.
+* :func:`cache_from_sessions` lays the reused session states of a batch out as one cache.
 * :func:`prefill_groups` and :func:`merge_caches` prefill rows with very different prompt
   lengths apart and join the results into one batch.
 """
@@ -17,7 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["SessionKV", "SessionCache", "growing_cache", "merge_caches", "prefill_groups", "common_prefix_len"]
+__all__ = ["SessionKV", "SessionCache", "growing_cache", "cache_from_sessions", "merge_caches", "prefill_groups",
+           "common_prefix_len"]
 
 
 def common_prefix_len(seqs: list[list[int]]) -> int:
@@ -179,6 +181,33 @@ def growing_cache(reserve: int):
 
     cache.layer_class_to_replicate = _GrowLayer
     cache.layers = []
+    return cache
+
+
+def cache_from_sessions(saved: list[SessionKV | None], reuse: list[int], reserve: int):
+    """A :func:`growing_cache` holding the first ``reuse[i]`` cached positions of each row's session.
+
+    Rows are left-padded to the longest reuse ``P``: row ``i`` is ``[pad (P - c_i) | its c_i
+    positions]`` (rows without a session are all padding); the caller masks the pads out.
+
+    Example:
+        >>> kv = SessionKV([1, 2, 3], [torch.ones(1, 3, 4)], [torch.ones(1, 3, 4)])
+        >>> c = cache_from_sessions([kv, None], [2, 0], reserve=4)
+        >>> c.layers[0].keys[:, 0, :, 0].tolist()
+        [[1.0, 1.0], [0.0, 0.0]]
+    """
+    cache = growing_cache(reserve)
+    B, P = len(saved), max(reuse)
+    ref = next(sv for sv in saved if sv is not None)
+    for layer in range(len(ref.keys)):
+        H, _, D = ref.keys[layer].shape
+        K = ref.keys[layer].new_zeros((B, H, P, D))
+        V = ref.values[layer].new_zeros((B, H, P, D))
+        for i, sv in enumerate(saved):
+            if sv is not None:
+                K[i, :, P - reuse[i]:] = sv.keys[layer][:, : reuse[i]]
+                V[i, :, P - reuse[i]:] = sv.values[layer][:, : reuse[i]]
+        cache.update(K, V, layer)
     return cache
 
 

@@ -26,8 +26,8 @@ import torch
 from steppo.policy import Policy, end_of_turn_ids
 from steppo.sampling import speculative
 from steppo.sampling.decode import DecodeState, SamplingParams, StopRule
-from steppo.sampling.kv_cache import (SessionCache, SessionKV, common_prefix_len, growing_cache, merge_caches,
-                                      prefill_groups)
+from steppo.sampling.kv_cache import (SessionCache, SessionKV, cache_from_sessions, common_prefix_len, growing_cache,
+                                      merge_caches, prefill_groups)
 from steppo.sampling.speculative import Drafts
 from stepgym.errors import InvalidArgument
 
@@ -304,22 +304,12 @@ class Sampler:
         pol = self.policy
         dev = pol.device
         B = len(prompts)
-        cache = growing_cache(max_new_tokens + 1)
         reuse = list(reuse)
         P = max(reuse)
         if P:
-            # row i: [pad (P - c_i) | its cached c_i positions]; pads are masked out
-            ref = next(sv for sv in saved if sv is not None)
-            for layer in range(len(ref.keys)):
-                H, _, D = ref.keys[layer].shape
-                K = ref.keys[layer].new_zeros((B, H, P, D))
-                V = ref.values[layer].new_zeros((B, H, P, D))
-                for i, sv in enumerate(saved):
-                    if sv is not None:
-                        K[i, :, P - reuse[i]:] = sv.keys[layer][:, : reuse[i]]
-                        V[i, :, P - reuse[i]:] = sv.values[layer][:, : reuse[i]]
-                cache.update(K, V, layer)
+            cache = cache_from_sessions(saved, reuse, max_new_tokens + 1)
         else:
+            cache = growing_cache(max_new_tokens + 1)
             P = common_prefix_len(prompts) if (self.share_prefix and B > 1) else 0
             P = min(P, min(len(p) for p in prompts) - 1)
             if P < self.min_shared_prefix:
