@@ -202,39 +202,22 @@ class Sampler:
         vals = pol.value_from_hidden(x).tolist() if st.want_values else None
         n_acc = None
         if D:
-            n_acc = speculative.accept(dist, drafts, st.params.generator)
+            verdict = speculative.verify(dist, drafts, st.params.generator)
+            n_acc, dist = verdict.n_acc, verdict.next_dist
             self.drafted_tokens += sum(len(d) for d in drafts.tokens)
             self.accepted_tokens += sum(n_acc)
-            acc_lp = dist.logp[:, :D].gather(-1, drafts.padded.to(x.device)[..., None]).squeeze(-1).tolist()
-            dist = speculative.after_drafts(dist, drafts, n_acc)
         tok = dist.draw(st.params.generator)
         tok_l, lp_l = tok.tolist(), dist.logprob(tok).tolist()
         for j in range(len(st.rows)):
             v = vals[j] if vals else None
             if n_acc is not None:
-                if self._keep_drafts(st, j, drafts.tokens[j][:n_acc[j]], acc_lp[j], v, D):
+                if speculative.append_accepted(st, j, drafts.tokens[j][:n_acc[j]], verdict.logprobs[j], v, D):
                     continue
                 v = v[n_acc[j]] if v else None
             st.append(j, tok_l[j], lp_l[j], v)
         st.feed = tok_l
         if n_acc is not None:
             st.next_pos = st.next_pos + torch.tensor(n_acc, dtype=st.next_pos.dtype, device=st.next_pos.device)
-
-    @staticmethod
-    def _keep_drafts(st: DecodeState, j: int, kept: list[int], lps: list[float], vals: list[float] | None,
-                     D: int) -> bool:
-        """Add row ``j``'s accepted draft tokens; True when one of them ends the row.
-
-        The cache positions of the draft tokens not kept (rejected, or after the one that
-        ended the row) are masked out; they stay in the cache.
-        """
-        W = st.mask.shape[1]
-        for i, t in enumerate(kept):
-            if st.append(j, t, lps[i], vals[i] if vals is not None else None):
-                st.mask[j, W - D + i + 1:] = 0
-                return True
-        st.mask[j, W - D + len(kept):] = 0
-        return False
 
     def _retire(self, st: DecodeState) -> bool:
         """Store the sessions of the rows that stopped and drop them; False once no row is left."""

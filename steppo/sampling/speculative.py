@@ -17,7 +17,8 @@ import torch
 
 from steppo.sampling.decode import DecodeState, TokenDist
 
-__all__ = ["Drafts", "prompt_lookup_draft", "propose", "accept", "after_drafts"]
+__all__ = ["Drafts", "Verdict", "prompt_lookup_draft", "propose", "verify", "accept", "after_drafts",
+           "append_accepted"]
 
 
 def prompt_lookup_draft(ctx: list[int], k: int, min_ngram: int = 2, max_ngram: int = 3) -> list[int]:
@@ -109,3 +110,43 @@ def after_drafts(dist: TokenDist, drafts: Drafts, n_acc: list[int]) -> TokenDist
             if n_acc[j] < len(d):
                 probs[j, d[n_acc[j]]] = 0.0
     return TokenDist(dist.logits[rows, cols], dist.logp[rows, cols], probs)
+
+
+@dataclass
+class Verdict:
+    """The outcome of one speculative pass.
+
+    Attributes:
+        n_acc: how many leading draft tokens each row keeps.
+        logprobs: ``[A][D]`` log-prob of each fed draft token (the first ``n_acc[j]`` count).
+        next_dist: each row's ``[A, V]`` distribution of the token after its accepted drafts.
+    """
+
+    n_acc: list[int]
+    logprobs: list[list[float]]
+    next_dist: TokenDist
+
+
+def verify(dist: TokenDist, drafts: Drafts, generator: torch.Generator | None) -> Verdict:
+    """Accept draft prefixes (:func:`accept`) and give what the next token is drawn from."""
+    n_acc = accept(dist, drafts, generator)
+    D = drafts.width
+    lps = dist.logp[:, :D].gather(-1, drafts.padded.to(dist.logp.device)[..., None]).squeeze(-1).tolist()
+    return Verdict(n_acc, lps, after_drafts(dist, drafts, n_acc))
+
+
+def append_accepted(st: DecodeState, j: int, kept: list[int], lps: list[float], vals: list[float] | None,
+                    D: int) -> bool:
+    """Add batch row ``j``'s accepted draft tokens ``kept``; True when one of them ends the row.
+
+    ``vals`` are the row's values after each fed column (or None). The cache positions of the
+    draft tokens not kept (rejected, or after the one that ended the row) are masked out; they
+    stay in the cache.
+    """
+    W = st.mask.shape[1]
+    for i, t in enumerate(kept):
+        if st.append(j, t, lps[i], vals[i] if vals is not None else None):
+            st.mask[j, W - D + i + 1:] = 0
+            return True
+    st.mask[j, W - D + len(kept):] = 0
+    return False
