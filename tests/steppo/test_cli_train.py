@@ -55,7 +55,7 @@ def test_sft_then_train_writes_every_artifact(tmp_path):
 
 
 @pytest.mark.parametrize("args, needle", [
-    (["--algo", "ppoo"], "invalid choice"),
+    (["--algo", "ppoo"], "did you mean 'ppo'"),
     (["--gamma", "1.5"], "gamma"),
     (["--env", "stepgym/ToolUze-v0"], "ToolUse-v0"),
     (["--algo", "grpo", "--lam", "0.9"], "lam"),
