@@ -228,6 +228,53 @@ def make_env_fn(env_id: str, env_kwargs: dict[str, Any] | None = None) -> Callab
     return fn
 
 
+@dataclass
+class _Episode:
+    """A running episode of :class:`InProcessCollector`: its history, step records and totals."""
+
+    index: int  # position in the collect() call's seed list
+    traj_id: int
+    group_id: int
+    seed: int
+    observations: list[str]
+    actions: list[str] = field(default_factory=list)
+    steps: list[StepRecord] = field(default_factory=list)
+    episode_return: float = 0.0
+    invalid_actions: int = 0
+    #: (prompt ids, prompt text, response ids) of the last step: the next prompt continues them
+    previous: tuple[list[int], str, list[int]] | None = None
+
+    def add_step(self, prompt_ids: list[int], prompt_text: str, g: Any, obs: str, reward: float,
+                 terminated: bool, truncated: bool, info: dict[str, Any]) -> StepRecord:
+        """Record one generated step and the env's answer to it."""
+        rec_info: dict[str, Any] = {"action_valid": bool(info.get("action_valid", True)),
+                                    "observation": self.observations[-1], "stop_reason": g.stop_reason,
+                                    "seed": self.seed}
+        if g.step_value is not None:
+            rec_info["value"] = g.step_value
+            rec_info["token_values"] = g.token_values
+        rec = StepRecord(
+            prompt_ids=prompt_ids, response_ids=list(g.response_ids), logprobs=list(g.logprobs), reward=reward,
+            traj_id=self.traj_id, step_index=len(self.actions), done=terminated or truncated,
+            terminated=terminated, truncated=truncated and not terminated, group_id=self.group_id,
+            prompt_text=prompt_text, response_text=g.text, info=rec_info,
+        )
+        self.steps.append(rec)
+        self.episode_return += reward
+        self.invalid_actions += 0 if rec_info["action_valid"] else 1
+        self.observations.append(obs)
+        self.actions.append(g.text)
+        self.previous = (prompt_ids, prompt_text, list(g.response_ids))
+        return rec
+
+    def stats(self, success: bool) -> EpisodeStats:
+        last = self.steps[-1]
+        return EpisodeStats(traj_id=self.traj_id, group_id=self.group_id, seed=self.seed,
+                            episode_return=self.episode_return, length=len(self.actions), success=success,
+                            invalid_actions=self.invalid_actions, terminated=last.terminated,
+                            truncated=last.truncated)
+
+
 class InProcessCollector(RolloutCollector):
     """Runs episodes on a pool of ``num_envs`` envs in this process.
 
@@ -279,93 +326,62 @@ class InProcessCollector(RolloutCollector):
         batch = RolloutBatch()
         if params.seed is not None:
             self.generator.set_seed(params.seed)
-        pending = list(range(len(seeds)))
-        pending.reverse()
-        # slot -> live episode state
-        live: dict[int, dict[str, Any]] = {}
-        steps_by_ep: dict[int, list[StepRecord]] = {}
         gen_params = SamplingParams(params.max_new_tokens, params.temperature, params.top_p, params.greedy, None)
+        pending = list(reversed(range(len(seeds))))
+        episodes: dict[int, _Episode] = {}  # seed index -> episode, finished ones too
+        live: dict[int, _Episode] = {}  # env slot -> its running episode
 
         def start(slot: int) -> None:
             k = pending.pop()
-            env = self._env(slot)
             t0 = time.perf_counter()
-            obs, info = env.reset(seed=int(seeds[k]))
+            obs, _ = self._env(slot).reset(seed=int(seeds[k]))
             batch.env_s += time.perf_counter() - t0
-            live[slot] = {"k": k, "obs": [obs], "acts": [], "ret": 0.0, "invalid": 0}
-            steps_by_ep[k] = []
+            live[slot] = episodes[k] = _Episode(k, traj_id_start + k, int(group_ids[k]), int(seeds[k]), [obs])
 
         self.generator.reset_sessions()
         for slot in range(min(self.num_envs, len(seeds))):
             start(slot)
-        while live:
-            if self.should_stop is not None and self.should_stop():
-                break
+        while live and not (self.should_stop is not None and self.should_stop()):
             slots = sorted(live)
-            prompts: list[list[int]] = []
-            texts: list[str] = []
-            for s in slots:
-                ids, text = self.prompt_builder.build(live[s]["obs"], live[s]["acts"], live[s].get("previous"))
-                prompts.append(ids)
-                texts.append(text)
+            prompts = [self.prompt_builder.build(live[s].observations, live[s].actions, live[s].previous)
+                       for s in slots]
             t0 = time.perf_counter()
-            gens = self.generator.generate(prompts, gen_params, sessions=[live[s]["k"] for s in slots])
+            gens = self.generator.generate([ids for ids, _ in prompts], gen_params,
+                                           sessions=[live[s].index for s in slots])
             batch.generation_s += time.perf_counter() - t0
-            for s, ids, text, g in zip(slots, prompts, texts, gens):
-                st = live[s]
-                k = st["k"]
-                batch.generated_tokens += len(g.response_ids)
+            for s, (ids, text), g in zip(slots, prompts, gens):
+                ep = live[s]
                 t0 = time.perf_counter()
                 obs, reward, terminated, truncated, info = self.envs[s].step(g.text)
                 batch.env_s += time.perf_counter() - t0
-                done = bool(terminated or truncated)
-                rec_info: dict[str, Any] = {
-                    "action_valid": bool(info.get("action_valid", True)),
-                    "observation": st["obs"][-1],
-                    "stop_reason": g.stop_reason,
-                    "seed": int(seeds[k]),
-                }
-                if g.step_value is not None:
-                    rec_info["value"] = g.step_value
-                    rec_info["token_values"] = g.token_values
-                st["ret"] += float(reward)
-                st["invalid"] += 0 if rec_info["action_valid"] else 1
-                st["obs"].append(obs)
-                st["acts"].append(g.text)
-                st["previous"] = (ids, text, list(g.response_ids))
-                rec = StepRecord(
-                    prompt_ids=ids, response_ids=list(g.response_ids), logprobs=list(g.logprobs),
-                    reward=float(reward), traj_id=traj_id_start + k, step_index=len(st["acts"]) - 1, done=done,
-                    terminated=bool(terminated), truncated=bool(truncated) and not terminated,
-                    group_id=int(group_ids[k]), prompt_text=text, response_text=g.text, info=rec_info,
-                )
-                steps_by_ep[k].append(rec)
-                if done:
-                    if rec.truncated and self.read_bootstrap:
-                        # s_{T+1} for the critic's bootstrap value
-                        nxt, _ = self.prompt_builder.build(st["obs"], st["acts"], (ids, text, list(g.response_ids)))
-                        rec.info["bootstrap_prompt_ids"] = nxt
-                        t0 = time.perf_counter()
-                        vals = self.generator.bootstrap_values([nxt], sessions=[k])
-                        batch.generation_s += time.perf_counter() - t0
-                        if vals is not None and vals[0] is not None:
-                            rec.info["bootstrap_value"] = float(vals[0])
-                    batch.episodes.append(EpisodeStats(
-                        traj_id=traj_id_start + k, group_id=int(group_ids[k]), seed=int(seeds[k]),
-                        episode_return=st["ret"], length=len(st["acts"]), success=bool(info.get("success", False)),
-                        invalid_actions=st["invalid"], terminated=bool(terminated), truncated=rec.truncated,
-                    ))
-                    del live[s]
-                    self.generator.end_session(k)
-                    if pending:
-                        start(s)
+                batch.generated_tokens += len(g.response_ids)
+                rec = ep.add_step(ids, text, g, obs, float(reward), bool(terminated), bool(truncated), info)
+                if not rec.done:
+                    continue
+                if rec.truncated and self.read_bootstrap:
+                    t0 = time.perf_counter()
+                    self._read_bootstrap(ep, rec)
+                    batch.generation_s += time.perf_counter() - t0
+                batch.episodes.append(ep.stats(success=bool(info.get("success", False))))
+                del live[s]
+                self.generator.end_session(ep.index)
+                if pending:
+                    start(s)
         self.generator.reset_sessions()  # the weights change before the next collection
         # deterministic order: by episode, then step
-        for k in range(len(seeds)):
-            batch.steps.extend(steps_by_ep.get(k, []))
+        for k in sorted(episodes):
+            batch.steps.extend(episodes[k].steps)
         batch.episodes.sort(key=lambda e: e.traj_id)
         batch.wall_s = time.perf_counter() - t_wall
         return batch
+
+    def _read_bootstrap(self, ep: _Episode, rec: StepRecord) -> None:
+        """Store s_T+1's prompt ids and, when the generator reads values, V(s_T+1) on ``rec``."""
+        nxt, _ = self.prompt_builder.build(ep.observations, ep.actions, ep.previous)
+        rec.info["bootstrap_prompt_ids"] = nxt
+        values = self.generator.bootstrap_values([nxt], sessions=[ep.index])
+        if values is not None and values[0] is not None:
+            rec.info["bootstrap_value"] = float(values[0])
 
     def close(self) -> None:
         for env in self.envs:
