@@ -26,6 +26,8 @@ import torch
 from torch import nn
 
 from stepgym.errors import InvalidArgument
+from stepgym.policy_folder import (CRITIC_TRUNK_FILE, VALUE_HEAD_FILE, PolicySettings, end_of_turn_ids,
+                                   write_policy_folder)
 from steppo.batching import pack_steps, pad_steps
 
 __all__ = ["Policy", "ScoreOutput", "end_of_turn_ids", "adamw", "set_threads", "count_parameters"]
@@ -58,28 +60,6 @@ def _blocks(trunk: nn.Module, n_layers: int) -> nn.ModuleList:
         if isinstance(mod, nn.ModuleList) and len(mod) == n_layers:
             return mod
     raise InvalidArgument("cannot find the list of transformer blocks to apply train_layers")
-
-
-def end_of_turn_ids(tokenizer: Any, model: nn.Module | None = None) -> list[int]:
-    """Token ids that end an assistant turn: EOS, the chat template's end-of-turn token, ...
-
-    Example:
-        >>> # end_of_turn_ids(tok) -> e.g. [2] for SmolLM2's '<|im_end|>'
-    """
-    ids: set[int] = set()
-    if tokenizer.eos_token_id is not None:
-        ids.add(int(tokenizer.eos_token_id))
-    gen = getattr(model, "generation_config", None) if model is not None else None
-    eos = getattr(gen, "eos_token_id", None)
-    if isinstance(eos, int):
-        ids.add(eos)
-    elif isinstance(eos, (list, tuple)):
-        ids.update(int(e) for e in eos)
-    vocab = tokenizer.get_vocab()
-    for tok in ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>"):
-        if tok in vocab:
-            ids.add(int(vocab[tok]))
-    return sorted(ids)
 
 
 @dataclass
@@ -285,38 +265,29 @@ class Policy(nn.Module):
             self.train(was)
 
     # -- persistence -------------------------------------------------------------------
-    def save_pretrained(self, path: str, extra: dict[str, Any] | None = None) -> None:
-        """Write a Hugging Face-loadable policy folder: LM + tokenizer (+ value head / critic).
+    def save_pretrained(self, path: str, extra: dict[str, Any] | None = None,
+                        settings: PolicySettings | None = None) -> str:
+        """Write the policy folder (:mod:`stepgym.policy_folder`) atomically: LM + tokenizer (+ critic).
 
         LoRA adapters are merged into a copy first, so ``AutoModelForCausalLM.from_pretrained``
-        loads the folder with no peft installed.
+        loads the folder with no peft installed; ``settings`` are the prompt and decoding
+        settings a ``checkpoint:`` agent reads back.
         """
-        import json
-
-        os.makedirs(path, exist_ok=True)
-        lm = self.lm
-        if hasattr(lm, "merge_and_unload"):
-            lm = copy.deepcopy(lm).merge_and_unload()
-        lm.save_pretrained(path)
-        self.tokenizer.save_pretrained(path)
+        state = {}
         if self.value_head is not None:
-            torch.save(self.value_head.state_dict(), os.path.join(path, "value_head.pt"))
+            state[VALUE_HEAD_FILE] = self.value_head.state_dict()
         if self.critic_trunk is not None:
-            cdir = os.path.join(path, "critic")
-            os.makedirs(cdir, exist_ok=True)
-            torch.save(self.critic_trunk.state_dict(), os.path.join(cdir, "critic_trunk.pt"))
-        if extra is not None:
-            with open(os.path.join(path, "steppo_config.json"), "w") as fh:
-                json.dump(extra, fh, indent=2, default=str)
+            state[CRITIC_TRUNK_FILE] = self.critic_trunk.state_dict()
+        return write_policy_folder(path, self.lm, self.tokenizer, settings, extra=extra, state_dicts=state)
 
     def load_critic_from(self, path: str) -> bool:
         """Load ``value_head.pt`` (and ``critic/``) saved by :meth:`save_pretrained`, if present."""
         ok = False
-        vh = os.path.join(path, "value_head.pt")
+        vh = os.path.join(path, VALUE_HEAD_FILE)
         if self.value_head is not None and os.path.exists(vh):
             self.value_head.load_state_dict(torch.load(vh, map_location="cpu"))
             ok = True
-        ct = os.path.join(path, "critic", "critic_trunk.pt")
+        ct = os.path.join(path, CRITIC_TRUNK_FILE)
         if self.critic_trunk is not None and os.path.exists(ct):
             self.critic_trunk.load_state_dict(torch.load(ct, map_location="cpu"))
         return ok

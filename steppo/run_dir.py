@@ -29,7 +29,6 @@ import json
 import math
 import os
 import shutil
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -168,20 +167,6 @@ class RunDir:
         state = torch.load(paths[-1], map_location="cpu", weights_only=False)
         state["path"] = paths[-1]
         return state
-
-    def save_policy(self, write: Callable[[str], None]) -> str:
-        """Refresh ``policy/``: ``write(folder)`` fills a temp folder, which is then swapped in."""
-        tmp, old = self.policy_dir + ".tmp", self.policy_dir + ".old"
-        for leftover in (tmp, old):  # from a run killed mid-swap
-            if os.path.isdir(leftover):
-                shutil.rmtree(leftover)
-        write(tmp)
-        if os.path.isdir(self.policy_dir):
-            os.replace(self.policy_dir, old)
-        os.replace(tmp, self.policy_dir)
-        if os.path.isdir(old):
-            shutil.rmtree(old)
-        return self.policy_dir
 
     # -- the end ----------------------------------------------------------------------------
     def finish(self, title: str, extra: dict[str, Any], console: Any = None) -> dict[str, Any]:

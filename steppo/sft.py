@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from stepgym.errors import InvalidArgument
+from stepgym.policy_folder import PolicySettings
 from steppo.config import SFTConfig, config_to_dict
 from steppo.batching import plan_micro_batches
 from steppo.policy import Policy, adamw, end_of_turn_ids, set_threads
@@ -179,18 +180,8 @@ def run_sft(cfg: SFTConfig, console: Any = None, eval_episodes: int = 0, eval_se
                        weight_decay=cfg.weight_decay,
                        max_grad_norm=cfg.max_grad_norm, seed=cfg.seed, log=log)
     os.makedirs(cfg.out, exist_ok=True)
-    extra = config_to_dict(cfg)
-    extra["prompt"] = {"max_history_turns": cfg.max_history_turns, "history_stride": cfg.history_stride,
-                       "max_prompt_tokens": cfg.max_prompt_tokens,
-                       "stop_strings": list(cfg.stop_strings), "max_new_tokens": cfg.max_new_tokens}
-    tmp = os.path.join(cfg.out, "policy.tmp")
-    policy.save_pretrained(tmp, extra=extra)
-    final = os.path.join(cfg.out, "policy")
-    if os.path.isdir(final):
-        import shutil
-
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    final = policy.save_pretrained(os.path.join(cfg.out, "policy"), extra=config_to_dict(cfg),
+                                   settings=PolicySettings.from_config(cfg))
     res = {"episodes": cfg.episodes, "steps": len(data), "tokens": ntok, "epoch_losses": losses,
            "final_loss": losses[-1] if losses else float("nan"), "seconds": time.perf_counter() - t0,
            "policy": final, "base_eval": base_eval}

@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from stepgym.core import StepRecord
+from stepgym.policy_folder import PolicySettings
 from stepgym.errors import InvalidConfig, StepgymError
 from steppo import losses as L
 from steppo import report
@@ -432,12 +433,8 @@ class Trainer:
 
     def save_policy(self) -> str:
         """Refresh ``OUT/policy`` (the weights, tokenizer and the prompt/decode settings)."""
-        cfg = self.cfg
-        extra = config_to_dict(cfg)
-        extra["prompt"] = {"max_history_turns": cfg.max_history_turns, "history_stride": cfg.history_stride,
-                           "max_prompt_tokens": cfg.max_prompt_tokens,
-                           "stop_strings": list(cfg.stop_strings), "max_new_tokens": cfg.max_new_tokens}
-        return self.run_dir.save_policy(lambda folder: self.policy.save_pretrained(folder, extra=extra))
+        return self.policy.save_pretrained(self.run_dir.policy_dir, extra=config_to_dict(self.cfg),
+                                           settings=PolicySettings.from_config(self.cfg))
 
     def _resume(self) -> None:
         state = self.run_dir.latest_checkpoint()

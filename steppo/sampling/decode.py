@@ -145,10 +145,6 @@ class StopRule:
                 return "stop_string"
         return "length" if len(ids) >= max_new_tokens else None
 
-    def cut(self, text: str) -> str:
-        """``text`` up to the end of its first stop string (the last token may overhang it)."""
-        return text[:min((text.find(s) + len(s) for s in self.stop_strings if s in text), default=len(text))]
-
 
 @dataclass
 class DecodeState:

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from stepgym.policy_folder import decode_action
 from steppo.policy import Policy, end_of_turn_ids
 from steppo.sampling import speculative
 from steppo.sampling.decode import DecodeState, SamplingParams, StopRule
@@ -167,10 +168,10 @@ class Sampler:
     def _generation(self, st: DecodeState, i: int) -> Generation:
         """Row ``i``'s :class:`Generation`: exact ids, and its text without the end-of-turn token."""
         ids, reason = st.ids[i], st.reasons[i]
-        # keep special tokens: chat models may have `<tool_call>` as one
-        text = self.policy.tokenizer.decode(ids[:-1] if ids and reason == "eos" else ids, skip_special_tokens=False)
-        if reason == "stop_string":
-            text = self._stop.cut(text)  # the ids stay exact: the last token may overhang
+        # the ids stay exact (the last token may overhang a stop string); the text is what a
+        # `checkpoint:` agent decodes from the same ids
+        text = decode_action(self.policy.tokenizer, ids, stop_strings=self._stop.stop_strings,
+                             eos_ids=self._stop.eos_ids)
         g = Generation(response_ids=ids, logprobs=st.logprobs[i], text=text, stop_reason=reason)
         if st.want_values and st.values[i]:
             g.step_value = st.values[i][0]

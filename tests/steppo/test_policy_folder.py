@@ -23,10 +23,7 @@ from stepgym.policy_folder import (  # noqa: E402
     write_policy_folder,
 )
 
-try:  # the sampler's home since steppo.policy was split
-    from steppo.sampling import Sampler  # noqa: E402
-except ImportError:
-    from steppo.policy import Sampler  # noqa: E402
+from steppo.sampling import Sampler  # noqa: E402
 from steppo.policy import Policy  # noqa: E402
 
 STOP = ("</tool_call>",)
