@@ -195,25 +195,27 @@ def test_killed_training_resumes_to_the_same_result(tmp_path):
 
 def test_policy_swap_survives_a_leftover_from_a_kill(tmp_path):
     """A kill between the swap's steps must not break the next save (the resumed run)."""
-    pytest.importorskip("torch")
-    from steppo.config import StepPOConfig
-    from steppo.trainer import Trainer
+    from stepgym.policy_folder import write_policy_folder
 
-    class FakePolicy:  # only the file-writing part of the real policy matters here
-        def save_pretrained(self, path, extra=None):
-            os.makedirs(path, exist_ok=True)
+    class FakeModel:  # only the file-writing part of a real model matters here
+        def save_pretrained(self, path):
             Path(path, "model.safetensors").write_text(str(time.monotonic()))
 
-    trainer = Trainer(StepPOConfig(model="tiny", out=str(tmp_path), progress=False, tensorboard=False))
-    trainer.policy = FakePolicy()
-    trainer.save_policy()
-    first = (tmp_path / "policy" / "model.safetensors").read_text()
-    # What a SIGKILL inside shutil.rmtree(policy.old) leaves behind.
+    class FakeTokenizer:
+        def save_pretrained(self, path):
+            Path(path, "tokenizer.json").write_text("{}")
+
+    folder = tmp_path / "policy"
+    write_policy_folder(folder, FakeModel(), FakeTokenizer())
+    first = (folder / "model.safetensors").read_text()
+    # What a SIGKILL inside shutil.rmtree(policy.old) leaves behind, and one inside the write.
     (tmp_path / "policy.old").mkdir()
     (tmp_path / "policy.old" / "model.safetensors").write_text("half-deleted")
-    trainer.save_policy()
-    assert (tmp_path / "policy" / "model.safetensors").read_text() != first
-    assert not (tmp_path / "policy.old").exists()
+    (tmp_path / "policy.tmp").mkdir()
+    (tmp_path / "policy.tmp" / "model.safetensors").write_text("half-written")
+    write_policy_folder(folder, FakeModel(), FakeTokenizer())
+    assert (folder / "model.safetensors").read_text() not in (first, "half-deleted", "half-written")
+    assert not (tmp_path / "policy.old").exists() and not (tmp_path / "policy.tmp").exists()
 
 
 # -- configuration -------------------------------------------------------------------------
