@@ -7,10 +7,12 @@ waits on a tool, a sandbox or a simulator). Observations come back as a tuple of
 actions go in as a sequence of ``str``, and ``infos`` is Gymnasium's dict of arrays with
 ``_key`` masks (text values are object arrays).
 
-Why not plain ``gymnasium.make_vec(..., vectorization_mode="async")``: Gymnasium's
-``AsyncVectorEnv`` defaults to ``shared_memory=True``, and for text spaces that returns
-*stale* observations (the shared buffer of a ``Text`` space is not rewritten by workers);
-``make_vec`` always passes ``shared_memory=False`` so observations are sent through the pipes.
+Plain ``gymnasium.make_vec(id, num_envs, vectorization_mode="async")`` works too: its
+``AsyncVectorEnv`` defaults to ``shared_memory=True``, and :mod:`stepgym.spaces` registers
+shared-memory hooks for :class:`~stepgym.spaces.UnicodeText` (any unicode, up to the
+space's ``max_length``), so its observations equal the sync vector env's. ``make_vec`` here
+passes ``shared_memory=False`` (observations travel through the pipes), which needs no
+buffer of ``max_length`` code points per env.
 
 Autoreset (Gymnasium 1.x semantics, ``autoreset_mode``):
 
@@ -71,8 +73,8 @@ def make_vec(
     Args:
         id: a registered env id (``"stepgym/ToolUse-v0"``, or ``"module:ns/Name-v0"``).
         num_envs: how many sub-envs.
-        mode: ``"sync"`` (one process) or ``"async"`` (a worker process per env, with
-            ``shared_memory=False``, required for text observations).
+        mode: ``"sync"`` (one process) or ``"async"`` (a worker process per env;
+            observations come back through the pipes, ``shared_memory=False``).
         wrappers: callables ``env -> env`` applied to each sub-env in order (innermost
             first), e.g. ``functools.partial(ContextWindow, max_steps=4)``. In async mode
             they must be picklable (``partial`` of a class is; a ``lambda`` is not under
