@@ -34,6 +34,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
+from stepgym.errors import InvalidArgument
+
 __all__ = [
     "CONFIG_FILE",
     "VALUE_HEAD_FILE",
@@ -149,6 +151,31 @@ def policy_dir(path: str | os.PathLike[str]) -> str:
     if not os.path.isfile(os.path.join(root, "config.json")) and os.path.isfile(os.path.join(sub, "config.json")):
         return sub
     return root
+
+
+def resolve_checkpoint(path: str | os.PathLike[str]) -> str:
+    """The model folder of a training run (``DIR/policy/``) or DIR itself if it is a saved model.
+
+    A local path is never taken for a Hugging Face id: one that does not exist is an error.
+
+    Example:
+        >>> resolve_checkpoint("runs/no-such-run")
+        Traceback (most recent call last):
+        ...
+        stepgym.errors.InvalidArgument: checkpoint directory 'runs/no-such-run' does not exist; pass the --out directory of a training run
+    """
+    root = os.fspath(path)
+    for cand in (os.path.join(root, "policy"), root):
+        if os.path.isfile(os.path.join(cand, "config.json")):
+            return cand
+    if not os.path.exists(root):
+        raise InvalidArgument(
+            f"checkpoint directory {root!r} does not exist; pass the --out directory of a training run"
+        )
+    raise InvalidArgument(
+        f"{root!r} is not a checkpoint: expected {os.path.join(root, 'policy', 'config.json')} "
+        f"(a training run directory) or {os.path.join(root, 'config.json')} (a save_pretrained model directory)"
+    )
 
 
 def write_policy_folder(

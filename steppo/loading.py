@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import os
-
 import torch
 
-from stepgym.errors import InvalidConfig
+from stepgym.errors import InvalidArgument, InvalidConfig
+from stepgym.policy_folder import resolve_checkpoint
 from steppo.config import CommonConfig
 from steppo.policy import Policy
 
@@ -14,22 +13,21 @@ __all__ = ["build_policy", "resolve_init", "resolve_device"]
 
 
 def resolve_init(path: str) -> str:
-    """The policy folder inside a ``stepgym sft``/``train`` output dir (or ``path`` itself).
+    """The policy folder of ``--init``: a ``stepgym sft``/``train`` output dir, its ``policy/``, or a saved model.
 
-    A path that does not exist is passed on as a Hugging Face model id.
+    A path that does not exist is an error here, never a Hugging Face id (use ``--model`` for those).
 
     Example:
-        >>> resolve_init("HuggingFaceTB/SmolLM2-135M-Instruct")
-        'HuggingFaceTB/SmolLM2-135M-Instruct'
+        >>> resolve_init("runs/does-not-exist")
+        Traceback (most recent call last):
+        ...
+        stepgym.errors.InvalidConfig: invalid value for 'init': expected a `stepgym sft`/`stepgym train` output dir or a saved model folder (checkpoint directory 'runs/does-not-exist' does not exist; pass the --out directory of a training run); for a Hugging Face model use --model, got 'runs/does-not-exist'
     """
-    if not path or not os.path.exists(path):
-        return path
-    if os.path.isdir(os.path.join(path, "policy")):
-        return os.path.join(path, "policy")
-    if os.path.isdir(path) and not os.path.exists(os.path.join(path, "config.json")):
-        raise InvalidConfig("init", path, "a `stepgym sft`/`stepgym train` output dir or a saved model folder "
-                            "(it has no policy/ and no config.json)")
-    return path
+    try:
+        return resolve_checkpoint(path)
+    except InvalidArgument as exc:
+        raise InvalidConfig("init", path, f"a `stepgym sft`/`stepgym train` output dir or a saved model folder "
+                            f"({exc}); for a Hugging Face model use --model") from None
 
 
 def resolve_device(name: str) -> torch.device:

@@ -36,6 +36,10 @@ def train(cfg: TrainConfig, warm_start: SFTConfig | None = None, *, console: Any
 
     check_trainable(cfg.env, cfg.env_kwargs, expert=warm_start is not None)
     RunDir(cfg.out).check(resume=cfg.resume, overwrite=cfg.overwrite)
+    if cfg.init:
+        from steppo.loading import resolve_init
+
+        resolve_init(cfg.init)  # a missing folder is a one-line error, never a request to the model hub
     from steppo.trainer import Trainer  # the model and its engine load only once the input is valid
 
     console = console or Console(highlight=False)

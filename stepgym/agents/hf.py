@@ -10,7 +10,7 @@ from typing import Any
 from stepgym.agents.base import BaseAgent, chat_messages
 from stepgym.errors import DependencyNotInstalled, InvalidArgument, InvalidConfig
 from stepgym.policy_folder import _cut_at_stop  # noqa: F401 - kept importable from here
-from stepgym.policy_folder import decode_response, end_of_turn_ids, read_policy_settings
+from stepgym.policy_folder import decode_response, end_of_turn_ids, read_policy_settings, resolve_checkpoint
 from stepgym.prompts import episode_chat
 
 __all__ = ["TransformersAgent", "CheckpointAgent", "Generation", "load_causal_lm", "resolve_checkpoint"]
@@ -47,27 +47,6 @@ def load_causal_lm(spec: str, *, dtype: Any = None) -> tuple[Any, Any]:
     from stepgym.models import load_model
 
     return load_model(spec, dtype=dtype) if dtype is not None else load_model(spec)
-
-
-def resolve_checkpoint(path: str | os.PathLike[str]) -> str:
-    """The model directory of a training run (``DIR/policy/``) or DIR itself if it is an HF model dir.
-
-    Example:
-        >>> resolve_checkpoint("runs/my_run")  # doctest: +SKIP
-        'runs/my_run/policy'
-    """
-    root = os.fspath(path)
-    for cand in (os.path.join(root, "policy"), root):
-        if os.path.isfile(os.path.join(cand, "config.json")):
-            return cand
-    if not os.path.exists(root):
-        raise InvalidArgument(
-            f"checkpoint directory {root!r} does not exist; pass the --out directory of a training run"
-        )
-    raise InvalidArgument(
-        f"{root!r} is not a checkpoint: expected {os.path.join(root, 'policy', 'config.json')} "
-        f"(a training run directory) or {os.path.join(root, 'config.json')} (a save_pretrained model directory)"
-    )
 
 
 class TransformersAgent(BaseAgent):

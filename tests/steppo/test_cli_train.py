@@ -60,12 +60,17 @@ def test_sft_then_train_writes_every_artifact(tmp_path):
     (["--env", "stepgym/ToolUze-v0"], "ToolUse-v0"),
     (["--algo", "grpo", "--lam", "0.9"], "lam"),
     (["--env-kwargs", "{bad"], "env_kwargs"),
+    (["--init", "runs/does-not-exist"], "does not exist"),  # a local path, never sent to the model hub
+    (["--env-kwargs", '{"difficulty": "nightmare"}'], "nightmare"),
 ])
 def test_bad_arguments_are_one_line_errors(tmp_path, args, needle):
+    t0 = time.monotonic()
     res = _run(["train", "--model", "tiny", "--out", str(tmp_path / "x"), *args])
     assert res.returncode == 2
     assert needle in res.stderr
-    assert "Traceback" not in res.stderr
+    assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "x").exists()  # nothing written
+    assert time.monotonic() - t0 < 60  # no model load, no network retries
 
 
 def test_ctrl_c_saves_and_resume_finishes(tmp_path):
