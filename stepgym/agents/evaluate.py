@@ -2,7 +2,9 @@
 
 ``stepgym eval`` is a thin layer over :func:`evaluate`. Episode ``k`` always runs on seed
 ``seed + k``, whatever the number of parallel envs, so two agents evaluated with the same
-seed face the same tasks and their scores compare directly.
+seed face the same tasks and their scores compare directly. An episode whose agent raises
+(a server error, a prompt too long for the model) ends there as a failure with its error
+recorded; the other episodes go on.
 """
 
 from __future__ import annotations
@@ -21,7 +23,15 @@ import numpy as np
 from stepgym.agents.base import BaseAgent, as_agent
 from stepgym.errors import InvalidArgument
 
-__all__ = ["evaluate", "EvalResult", "EpisodeResult", "wilson_interval", "make_vector_env", "slot_info"]
+__all__ = [
+    "evaluate",
+    "EvalResult",
+    "EpisodeResult",
+    "EvalProgress",
+    "wilson_interval",
+    "make_vector_env",
+    "slot_info",
+]
 
 _Z95 = 1.959963984540054
 
@@ -58,6 +68,8 @@ class EpisodeResult:
     steps: int
     invalid_steps: int
     tokens: float
+    #: why the episode ended early (``"APIError: ..."``) when the agent failed; None otherwise.
+    error: str | None = None
 
 
 @dataclass
@@ -78,6 +90,11 @@ class EvalResult:
     @property
     def successes(self) -> int:
         return sum(e.success for e in self.episodes)
+
+    @property
+    def errors(self) -> int:
+        """Episodes that ended on an agent error (counted as failures)."""
+        return sum(e.error is not None for e in self.episodes)
 
     @property
     def success_rate(self) -> float:
@@ -117,6 +134,7 @@ class EvalResult:
             "agent": self.agent,
             "episodes": self.n,
             "successes": self.successes,
+            "errors": self.errors,
             "success_rate": self.success_rate,
             "success_ci95": [lo, hi],
             "mean_return": self.mean_return,
@@ -201,6 +219,93 @@ def make_vector_env(
     return gym.vector.SyncVectorEnv([one for _ in range(num_envs)], autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)
 
 
+@dataclass(slots=True)
+class EvalProgress:
+    """Where a running :func:`evaluate` stands, passed to its ``on_step`` callback."""
+
+    done: int
+    total: int
+    successes: int
+    errors: int
+    steps: int
+    #: tokens generated so far (characters/4 when ``tokens_estimated``).
+    tokens: float
+    tokens_estimated: bool
+    elapsed_s: float
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        """Generated tokens per second; None when the agent does not count tokens."""
+        if self.tokens_estimated or self.elapsed_s <= 0:
+            return None
+        return self.tokens / self.elapsed_s
+
+
+def _describe(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _snapshot(agent: Any) -> dict[int, list[Any]] | None:
+    memory = getattr(agent, "memory", None)
+    return {k: list(v) for k, v in memory.items()} if isinstance(memory, dict) else None
+
+
+def _counts(agent: Any, actions: Sequence[str | None], reported: Any = None) -> tuple[list[float], bool]:
+    """Tokens per action: the agent's counts, else characters/4 (and True: estimated)."""
+    counts = reported if reported is not None else getattr(agent, "last_token_counts", None)
+    if getattr(agent, "counts_tokens", False) and counts is not None and len(counts) == len(actions):
+        return [float(c) for c in counts], False
+    return [len(a or "") / 4 for a in actions], True
+
+
+def _act(
+    agent: Any, observations: list[str], infos: list[dict[str, Any]], slots: list[int], on_error: str
+) -> tuple[list[str | None], list[float], bool, dict[int, str]]:
+    """``(actions, tokens, estimated, errors)`` for one step of the running episodes.
+
+    ``actions[j]`` is None where entry ``j`` failed and ``errors[j]`` says why. An agent
+    error of a batch of several episodes is pinned to its episode: from the exception's
+    ``actions``/``errors`` when it carries them (the OpenAI agent's
+    :class:`~stepgym.agents.openai.BatchAPIError`), else by asking again one episode at a
+    time, with the agent's chat memory as it was before the failed call.
+    """
+    from stepgym.agents.simple import UserQuit
+
+    snapshot = _snapshot(agent) if on_error == "record" and len(slots) > 1 else None
+    try:
+        acts = agent.act_batch(observations, infos, slots=slots)
+    except (UserQuit, InvalidArgument):
+        raise
+    except Exception as exc:
+        if on_error != "record":
+            raise
+        partial, errs = getattr(exc, "actions", None), getattr(exc, "errors", None)
+        if isinstance(partial, list) and len(partial) == len(slots) and isinstance(errs, dict):
+            got: list[str | None] = [a if isinstance(a, str) else None for a in partial]
+            tokens, estimated = _counts(agent, got, getattr(exc, "token_counts", None))
+            return got, tokens, estimated, {j: _describe(errs.get(j, exc)) for j, a in enumerate(got) if a is None}
+        if len(slots) == 1:
+            return [None], [0.0], False, {0: _describe(exc)}
+        if snapshot is not None:
+            agent.memory.clear()
+            agent.memory.update(snapshot)
+        got, tokens, errors, estimated = [], [], {}, False
+        for j, (o, info, slot) in enumerate(zip(observations, infos, slots, strict=True)):
+            one, n, est, err = _act(agent, [o], [info], [slot], on_error)
+            got.append(one[0])
+            tokens.append(n[0])
+            estimated |= est
+            if err:
+                errors[j] = err[0]
+        return got, tokens, estimated, errors
+    acts = list(acts)
+    if len(acts) != len(slots):
+        raise InvalidArgument(f"{agent.name} returned {len(acts)} actions for {len(slots)} observations")
+    tokens, estimated = _counts(agent, acts)
+    return acts, tokens, estimated, {}
+
+
 def _safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "x"
 
@@ -216,6 +321,8 @@ def evaluate(
     record_dir: str | os.PathLike[str] | None = None,
     progress: Callable[[int], None] | None = None,
     wrappers: Sequence[Callable[[Any], Any]] | None = None,
+    on_error: str = "record",
+    on_step: Callable[[EvalProgress], None] | None = None,
 ) -> EvalResult:
     """Run ``episodes`` episodes of ``agent`` on ``env_id`` and collect the statistics.
 
@@ -233,6 +340,10 @@ def evaluate(
         progress: called with the number of finished episodes after each one.
         wrappers: callables ``env -> env`` applied to each sub-env (innermost first), e.g.
             ``functools.partial(HistoryPrompt)`` so the observation carries the history.
+        on_error: ``"record"`` (default): an episode whose agent raises ends as a failure
+            with ``error`` set (``EvalResult.errors`` counts them) and the others go on;
+            ``"raise"``: the first agent error ends the evaluation.
+        on_step: called with an :class:`EvalProgress` after every step (live progress).
 
     Example:
         >>> from stepgym.agents import make_agent
@@ -244,6 +355,8 @@ def evaluate(
         raise InvalidArgument(f"episodes must be a positive int, got {episodes!r}")
     if not isinstance(num_envs, int) or num_envs < 1:
         raise InvalidArgument(f"num_envs must be a positive int, got {num_envs!r}")
+    if on_error not in ("record", "raise"):
+        raise InvalidArgument(f"on_error must be 'record' or 'raise', got {on_error!r}")
     agent = as_agent(agent)
     from stepgym.agents.simple import HumanAgent
 
@@ -272,23 +385,49 @@ def evaluate(
         next_ep = n
         active = [True] * n
         acc = [_Acc() for _ in range(n)]
+        steps_done, tokens_done = 0, 0.0
+
+        def finish(i: int, success: bool, error: str | None) -> None:
+            nonlocal next_ep
+            ep, a = slot_ep[i], acc[i]
+            result.episodes.append(
+                EpisodeResult(ep, seed + ep, success, a.ret, a.steps, a.invalid, a.tokens, error)
+            )
+            if record is not None and a.lines:
+                record.write("".join(a.lines))
+                record.flush()
+            acc[i] = _Acc()
+            agent.reset(i)
+            if progress is not None:
+                progress(len(result.episodes))
+            if next_ep < episodes:
+                slot_ep[i], seeds[i], mask[i] = next_ep, seed + next_ep, True
+                next_ep += 1
+            else:
+                active[i] = False
+
         while any(active):
             idx = [i for i in range(n) if active[i]]
-            acts = agent.act_batch([observations[i] for i in idx], [slot_infos[i] for i in idx], slots=idx)
-            if len(acts) != len(idx):
-                raise InvalidArgument(f"{agent.name} returned {len(acts)} actions for {len(idx)} observations")
-            counts = getattr(agent, "last_token_counts", None)
-            if not getattr(agent, "counts_tokens", False) or counts is None or len(counts) != len(idx):
-                counts = [len(a) / 4 for a in acts]
-                estimated = True
-            actions = [""] * n  # idle slots (no episodes left) step with a no-op; their results are ignored
-            for j, i in enumerate(idx):
-                actions[i] = acts[j]
-            obs_t, rewards, terms, truncs, step_infos = vec.step(tuple(actions))
-            new_obs = list(obs_t)
+            acts, counts, est, failed = _act(
+                agent, [observations[i] for i in idx], [slot_infos[i] for i in idx], idx, on_error
+            )
+            estimated |= est
             mask = np.zeros(n, dtype=np.bool_)
             seeds: list[int | None] = [None] * n
-            for j, i in enumerate(idx):
+            for j, error in sorted(failed.items()):
+                finish(idx[j], False, error)
+            live = [(j, i) for j, i in enumerate(idx) if acts[j] is not None]
+            # idle slots (no episodes left, or their episode just failed) step with a no-op;
+            # their results are ignored
+            actions = [""] * n
+            for j, i in live:
+                actions[i] = acts[j]
+            if live:
+                obs_t, rewards, terms, truncs, step_infos = vec.step(tuple(actions))
+                new_obs = list(obs_t)
+            else:
+                new_obs, step_infos = list(observations), {}
+            for j, i in live:
                 info = slot_info(step_infos, i)
                 a = acc[i]
                 a.ret += float(rewards[i])
@@ -315,31 +454,29 @@ def evaluate(
                         )
                     )
                 slot_infos[i] = info
+                steps_done += 1
+                tokens_done += float(counts[j])
                 if terms[i] or truncs[i]:
-                    ep = slot_ep[i]
-                    result.episodes.append(
-                        EpisodeResult(
-                            ep, seed + ep, bool(info.get("success", False)), a.ret, a.steps, a.invalid, a.tokens
-                        )
-                    )
-                    if record is not None:
-                        record.write("".join(a.lines))
-                        record.flush()
-                    acc[i] = _Acc()
-                    agent.reset(i)
-                    if progress is not None:
-                        progress(len(result.episodes))
-                    if next_ep < episodes:
-                        slot_ep[i], seeds[i], mask[i] = next_ep, seed + next_ep, True
-                        next_ep += 1
-                    else:
-                        active[i] = False
+                    finish(i, bool(info.get("success", False)), None)
             observations = new_obs
             if mask.any():
                 obs_t, reset_infos = vec.reset(seed=seeds, options={"reset_mask": mask})
                 for i in np.flatnonzero(mask):
                     observations[i] = obs_t[i]
                     slot_infos[i] = slot_info(reset_infos, int(i))
+            if on_step is not None:
+                on_step(
+                    EvalProgress(
+                        done=len(result.episodes),
+                        total=episodes,
+                        successes=result.successes,
+                        errors=result.errors,
+                        steps=steps_done,
+                        tokens=tokens_done,
+                        tokens_estimated=estimated,
+                        elapsed_s=time.perf_counter() - start,
+                    )
+                )
     finally:
         vec.close()
         if record is not None:
