@@ -269,6 +269,11 @@ def _comparison(world: _World, names: NameMaker, hops: int) -> _Question | None:
     return _Question(text, answer, "comparison", 4, [sa.name, a.name, sb.name, b.name])
 
 
+def _answer_text(text: str) -> str:
+    """The ``answer`` tool's function (module-level so the env pickles)."""
+    return text
+
+
 _DIFFICULTY = {
     # (countries, cities, people, orgs, hops)
     "easy": (2, 5, 6, 4, (2,)),
@@ -351,7 +356,7 @@ class MultiHopQAEnv(StepEnv):
                 "Give the final answer (a name, a year, yes or no) and end the episode.",
                 {"type": "object", "properties": {"text": {"type": "string", "description": "the answer"}},
                  "required": ["text"]},
-                lambda text: text,
+                _answer_text,
             ),
         }
         self._titles: list[str] = []

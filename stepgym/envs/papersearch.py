@@ -93,6 +93,11 @@ class _Paper:
         return f"{self.pid} ({self.year}, {self.venue}) {self.title} -- keywords: {', '.join(self.keywords)}"
 
 
+def _submitted_ids(paper_ids: str = "") -> str:
+    """The ``submit`` tool's function (module-level so the env pickles)."""
+    return paper_ids
+
+
 def _norm_query(q: str) -> str:
     return " ".join(q.lower().split())
 
@@ -176,7 +181,7 @@ class PaperSearchEnv(StepEnv):
             "submit": FunctionTool(
                 "submit", "Finish. Optionally list the ids you judge relevant, comma-separated; else everything shown counts.",
                 {"type": "object", "properties": {"paper_ids": {"type": "string", "description": "e.g. 'P1234, P2087'"}},
-                 "required": []}, lambda paper_ids="": paper_ids),
+                 "required": []}, _submitted_ids),
         }
         self.papers: dict[str, _Paper] = {}
         self.relevant: set[str] = set()

@@ -143,9 +143,18 @@ def _base_name(game: str) -> str:
 
 
 #: Experts for single-player games: the optimal move from the game's hidden state.
+# Module-level functions, not lambdas: an env holding its expert must pickle.
+def _wordle_expert(g: Any) -> str:
+    return f"[{g.state.game_state['secret_word']}]"
+
+
+def _guess_the_number_expert(g: Any) -> str:
+    return f"[{g.state.game_state['game_number']}]"
+
+
 EXPERTS: dict[str, Any] = {
-    "Wordle": lambda g: f"[{g.state.game_state['secret_word']}]",
-    "GuessTheNumber": lambda g: f"[{g.state.game_state['game_number']}]",
+    "Wordle": _wordle_expert,
+    "GuessTheNumber": _guess_the_number_expert,
 }
 
 

@@ -10,6 +10,14 @@ from chest``, ``unlock door with key``); ``info["admissible_commands"]`` lists t
 is the game's score gain divided by its maximum score, so a won game returns 1.0. The
 expert plays TextWorld's own walkthrough (``policy_commands``), recomputed every step.
 
+Pickling and ``copy.deepcopy``: an env whose game is running (after ``reset()``) cannot be
+pickled or copied: the game runs in TextWorld's Jericho interpreter, a C library driven
+through ``ctypes``, whose state Python cannot serialise. Trying raises a ``TypeError``
+saying so. To run TextWorld in worker processes (``spawn`` pools, Ray actors, async vector
+envs), send an env factory and build the env in the worker:
+``functools.partial(gymnasium.make, "stepgym/TextWorld-v0", difficulty="easy")`` pickles.
+An env that has not been reset yet (no game running) pickles.
+
 Importing this module without TextWorld raises :class:`~stepgym.errors.DependencyNotInstalled`
 (an ``ImportError``) naming the pip command, so ``gym.make("stepgym/TextWorld-v0")`` and
 ``stepgym.make`` both fail with that message.
@@ -99,6 +107,10 @@ class TextWorldEnv(StepEnv):
         max_steps: step limit (default 50).
 
     Generating and compiling a new game takes 1-3 s; a cached game starts in ~0.2 s.
+
+    Once reset, the env cannot be pickled or deep-copied (the game runs in a ctypes C
+    library; a ``TypeError`` says so): give workers
+    ``functools.partial(gymnasium.make, "stepgym/TextWorld-v0", **kwargs)`` and build it there.
 
     Example:
         >>> import gymnasium as gym, stepgym
@@ -243,6 +255,16 @@ class TextWorldEnv(StepEnv):
             raise InvalidArgument("call reset() before expert_action()")
         policy = self._gs.policy_commands or []
         return policy[0] if policy else "look"
+
+    def __getstate__(self) -> dict[str, Any]:
+        if self._game is not None:
+            raise TypeError(
+                "a TextWorldEnv with a running game cannot be pickled or deep-copied: the game runs in "
+                "TextWorld's Jericho interpreter (a C library used through ctypes) whose state Python cannot "
+                "serialise. To use it in another process, send an env factory instead, e.g. "
+                "functools.partial(gymnasium.make, 'stepgym/TextWorld-v0', **env_kwargs), and build the env there."
+            )
+        return self.__dict__.copy()
 
     def close(self) -> None:
         if self._game is not None:
