@@ -26,11 +26,12 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -220,7 +221,8 @@ def write_policy_folder(
     os.makedirs(tmp)
     if hasattr(model, "merge_and_unload"):
         model = copy.deepcopy(model).merge_and_unload()
-    model.save_pretrained(tmp)
+    with _quiet_transformers():  # no per-save "Writing model shards" bar in the middle of a run
+        model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     if state_dicts:
         import torch
@@ -244,6 +246,22 @@ def write_policy_folder(
     if os.path.isdir(old):
         shutil.rmtree(old)
     return final
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:  # a stand-in model without transformers
+        yield
+        return
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
 
 
 def read_policy_config(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -20,6 +20,7 @@ import json
 import os
 import random
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,7 @@ import torch
 from stepgym.errors import InvalidArgument
 from stepgym.policy_folder import PolicySettings
 from steppo.config import SFTConfig, config_to_dict
+from steppo.report import progress_bar
 from steppo.batching import plan_micro_batches
 from steppo.policy import Policy, adamw, end_of_turn_ids, set_threads
 from steppo.rollout import ChatPromptBuilder, make_env_fn
@@ -39,7 +41,8 @@ SFT_SEED_BASE = 500_000
 
 
 def collect_expert_steps(env_fn, prompt_builder: ChatPromptBuilder, episodes: int, seed: int = 0,
-                         eos_id: int | None = None, noise: float = 0.0) -> list[tuple[list[int], list[int]]]:
+                         eos_id: int | None = None, noise: float = 0.0,
+                         on_episode: Callable[[], None] | None = None) -> list[tuple[list[int], list[int]]]:
     """(prompt ids, target ids) of every demonstration step of ``episodes`` episodes.
 
     The demonstrator is the env's expert. With ``noise`` > 0 it is an epsilon-noisy expert:
@@ -48,6 +51,7 @@ def collect_expert_steps(env_fn, prompt_builder: ChatPromptBuilder, episodes: in
     the target too. The expert recovers from the state it leads to, so the clone learns the
     expert's behaviour plus a share of mistakes: a weaker warm start that leaves RL
     decisions to improve, not only copying. Which steps are noisy depends only on ``seed``.
+    ``on_episode`` is called after each recorded episode (progress).
     """
     if not 0.0 <= noise <= 1.0:
         raise InvalidArgument(f"demonstration noise must be in [0, 1], got {noise!r}")
@@ -88,6 +92,8 @@ def collect_expert_steps(env_fn, prompt_builder: ChatPromptBuilder, episodes: in
                 observations.append(obs)
                 actions.append(action)
                 done = term or trunc
+            if on_episode is not None:
+                on_episode()
     finally:
         env.close()
     return data
@@ -95,8 +101,8 @@ def collect_expert_steps(env_fn, prompt_builder: ChatPromptBuilder, episodes: in
 
 def sft_train(policy: Policy, data: list[tuple[list[int], list[int]]], *, epochs: int, batch_size: int, lr: float,
               micro_batch_size: int = 8, weight_decay: float = 0.0, max_grad_norm: float = 1.0, seed: int = 0,
-              log=None, micro_batch_tokens: int = 0) -> list[float]:
-    """Cross-entropy on the target tokens; returns the mean loss of each epoch."""
+              log=None, micro_batch_tokens: int = 0, on_step: Callable[[], None] | None = None) -> list[float]:
+    """Cross-entropy on the target tokens; returns the mean loss of each epoch (``on_step``: after each optimizer step)."""
     params = policy.policy_parameters()
     opt = adamw(params, lr=lr, weight_decay=weight_decay)
     rng = np.random.default_rng(seed)
@@ -120,6 +126,8 @@ def sft_train(policy: Policy, data: list[tuple[list[int], list[int]]], *, epochs
             if max_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
             opt.step()
+            if on_step is not None:
+                on_step()
         losses.append(tot / max(1, n))
         if log is not None:
             log(f"sft epoch {ep + 1}/{epochs}: loss {losses[-1]:.4f}")
@@ -170,15 +178,22 @@ def run_sft(cfg: SFTConfig, console: Any = None, eval_episodes: int = 0, eval_se
                                     max_new_tokens=cfg.max_new_tokens, stop_strings=cfg.stop_strings)
         log(f"before the warm start ({cfg.model}): eval success {base_eval['eval/success_rate']:.2f} "
             f"invalid-action rate {base_eval['eval/invalid_action_rate']:.2f}")
-    data = collect_expert_steps(env_fn, pb, cfg.episodes, cfg.seed, eos_id, noise=cfg.demo_noise)
-    t_data = time.perf_counter() - t0
+    t_record = time.perf_counter()
+    with progress_bar(console, cfg.progress and console is not None) as bar:
+        task = bar.add_task("sft: recording expert episodes", total=cfg.episodes)
+        data = collect_expert_steps(env_fn, pb, cfg.episodes, cfg.seed, eos_id, noise=cfg.demo_noise,
+                                    on_episode=lambda: bar.update(task, advance=1))
+    t_data = time.perf_counter() - t_record
     ntok = sum(len(p) + len(t) for p, t in data)
     kind = f"expert episodes (demo noise {cfg.demo_noise:g})" if cfg.demo_noise else "expert episodes"
     log(f"sft: {cfg.episodes} {kind}, {len(data)} steps, {ntok} tokens ({t_data:.1f}s to record)")
-    losses = sft_train(policy, data, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
-                       micro_batch_size=cfg.micro_batch_size, micro_batch_tokens=cfg.micro_batch_tokens,
-                       weight_decay=cfg.weight_decay,
-                       max_grad_norm=cfg.max_grad_norm, seed=cfg.seed, log=log)
+    with progress_bar(console, cfg.progress and console is not None) as bar:
+        task = bar.add_task("sft: training", total=cfg.epochs * -(-len(data) // cfg.batch_size))
+        losses = sft_train(policy, data, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+                           micro_batch_size=cfg.micro_batch_size, micro_batch_tokens=cfg.micro_batch_tokens,
+                           weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm, seed=cfg.seed,
+                           log=bar.console.print if console is not None else None,
+                           on_step=lambda: bar.update(task, advance=1))
     os.makedirs(cfg.out, exist_ok=True)
     final = policy.save_pretrained(os.path.join(cfg.out, "policy"), extra=config_to_dict(cfg),
                                    settings=PolicySettings.from_config(cfg))
