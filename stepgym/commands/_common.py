@@ -9,17 +9,37 @@ from typing import Any
 from stepgym.errors import InvalidArgument
 
 
-def add_env_kwargs_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "-k", "--env-kwarg", dest="env_kwargs", action="append", default=[], metavar="KEY=VALUE",
-        help="keyword argument for the env constructor, e.g. -k difficulty=medium (repeatable; values parse as JSON when they can)",
-    )
+ENV_KWARG_HELP = ("keyword argument for the env constructor, e.g. -k difficulty=medium (repeatable; values parse "
+                  "as JSON when they can)")
+
+
+def add_env_kwargs_option(p: argparse.ArgumentParser, dest: str = "env_kwargs", json_option: bool = True) -> None:
+    """``-k KEY=VALUE`` (repeatable) and ``--env-kwargs JSON``: the same two spellings in every command."""
+    p.add_argument("-k", "--env-kwarg", dest=dest, action="append", default=[], metavar="KEY=VALUE",
+                   help=ENV_KWARG_HELP)
+    if json_option:
+        p.add_argument("--env-kwargs", dest=dest, action="append", metavar="JSON",
+                       help="env constructor kwargs as one JSON object, e.g. '{\"difficulty\": \"medium\"}' "
+                            "(combines with -k)")
 
 
 def parse_env_kwargs(items: list[str]) -> dict[str, Any]:
-    """``["difficulty=hard", "max_steps=5"]`` -> ``{"difficulty": "hard", "max_steps": 5}``."""
+    """``["difficulty=hard", "max_steps=5"]`` -> ``{"difficulty": "hard", "max_steps": 5}``.
+
+    An item that is a JSON object (``--env-kwargs``) contributes all of its keys.
+    """
     out: dict[str, Any] = {}
     for item in items:
+        if item.lstrip().startswith("{"):
+            try:
+                obj = json.loads(item)
+            except ValueError:
+                obj = None
+            if not isinstance(obj, dict):
+                raise InvalidArgument(f"--env-kwargs expects a JSON object such as '{{\"difficulty\": \"medium\"}}', "
+                                      f"got {item!r}")
+            out.update(obj)
+            continue
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise InvalidArgument(f"env kwargs are KEY=VALUE, got {item!r}; for example -k difficulty=medium")
@@ -28,6 +48,16 @@ def parse_env_kwargs(items: list[str]) -> dict[str, Any]:
         except ValueError:
             out[key.strip()] = value
     return out
+
+
+def with_env_kwarg_items(cfg: Any, items: list[str]) -> Any:
+    """``cfg`` with the ``-k KEY=VALUE`` items merged over its ``env_kwargs`` (a copy; the config is validated again)."""
+    extra = parse_env_kwargs(items)
+    if not extra:
+        return cfg
+    import dataclasses
+
+    return dataclasses.replace(cfg, env_kwargs={**cfg.env_kwargs, **extra})
 
 
 def make_env(env_id: str, kwargs: dict[str, Any]):

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 
+from stepgym.commands._common import add_env_kwargs_option, with_env_kwarg_items
+
 HELP = "train an LLM policy on a text env (StepPO, PPO, GRPO, RLOO, REINFORCE++, GSPO, GiGPO)"
 
 
@@ -24,6 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sft-episodes", dest="sft_episodes", type=int, default=None, metavar="N",
                    help="warm start: behaviour-clone N expert episodes into OUT/sft first when --init is not given "
                         "(0 = no warm start; the demo preset uses 32)")
+    # -k KEY=VALUE as in eval/play (the config's own --env-kwargs JSON option is the other spelling)
+    add_env_kwargs_option(p, dest="_env_kwarg_items", json_option=False)
     add_config_arguments(p, (StepPOConfig, GRPOConfig))
 
 
@@ -38,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
     if sft_episodes < 0:
         raise InvalidConfig("sft_episodes", sft_episodes, "an integer >= 0")
     cfg = config_from_args(args, "train", preset)
+    cfg = with_env_kwarg_items(cfg, args._env_kwarg_items)
     warm_start = None
     if sft_episodes and not cfg.init:
         warm_start = SFTConfig.for_warm_start(
