@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 
 HELP = "list registered environments"
 
@@ -33,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
     table.add_column("reward range", justify="right")
     for e in envs:
         rr = f"[{e.reward_range[0]:g}, {e.reward_range[1]:g}]" if e.reward_range else "?"
-        desc = escape(e.description) + (f" [dim](needs: {escape(e.requires)})[/]" if e.requires else "")
+        missing = bool(e.requires) and importlib.util.find_spec(e.requires.split()[-1]) is None
+        desc = escape(e.description) + (f" [dim](needs: {escape(e.requires)})[/]" if missing else "")
         table.add_row(e.id, desc, str(e.max_steps) if e.max_steps else "-", rr)
     Console().print(table)
     return 0

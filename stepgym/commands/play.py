@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import random
 
 from stepgym.commands._common import add_env_kwargs_option, make_env, parse_env_kwargs
 from stepgym.errors import InvalidArgument
@@ -15,7 +16,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--agent", default="human",
                    help="who plays: human (default), expert, random, or an agent spec such as "
                         "hf:PATH, checkpoint:DIR or openai:MODEL@URL")
-    p.add_argument("--seed", type=int, default=None, help="seed of the first episode (default: random)")
+    p.add_argument("--seed", type=int, default=None, help="seed of the first episode (default: a random seed, shown in the title)")
     p.add_argument("--episodes", type=int, default=1, help="episodes to play (default 1)")
     add_env_kwargs_option(p)
 
@@ -38,8 +39,10 @@ def run(args: argparse.Namespace) -> int:
     if human:
         console.print("[dim]Type one action per line (end a line with \\ to continue it); "
                       "/hint shows the expert's step; /quit or Ctrl-D quits.[/]")
+    # no --seed: a random one, shown in each episode's title so the episode can be replayed
+    first_seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
     for ep in range(args.episodes):
-        seed = None if args.seed is None else args.seed + ep
+        seed = first_seed + ep
         obs, info = env.reset(seed=seed)
         agent.reset()
         console.print(Panel(escape(obs), title=f"{args.env_id}  episode {ep + 1}  seed {seed}", border_style="cyan"))
