@@ -223,7 +223,8 @@ _TTT_CACHE: dict[str, tuple[int, tuple[int, ...]]] = {}
 
 def _ttt_negamax(cells: list[str], player: int, empties: int) -> tuple[int, tuple[int, ...]]:
     """(score for the player to move, its best moves); faster wins score higher."""
-    key = "".join(cells)
+    # The player is part of the key: with invalid_action="pass" it is not implied by the cells.
+    key = "".join(cells) + "XO"[player]
     hit = _TTT_CACHE.get(key)
     if hit is not None:
         return hit
@@ -607,18 +608,30 @@ def _aec_class() -> type:
         loser -1, a draw 0. An invalid action keeps the turn with the same agent and sets
         ``infos[agent]["action_valid"] = False``; after ``max_invalid`` invalid actions in a
         row that agent forfeits (-1). ``max_turns`` truncates long games.
+
+        ``invalid_action="pass"`` makes every step one turn instead: an invalid action loses
+        the move and the turn passes to the other agent (PettingZoo's cycle-based
+        conventions, ``max_cycles`` and parallel play, need this). ``max_invalid=None``
+        never forfeits.
         """
 
         metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi", "human"], "is_parallelizable": False}
 
-        def __init__(self, game: str = "tictactoe", max_invalid: int = 3, max_turns: int | None = None,
-                     render_mode: str | None = None) -> None:
+        def __init__(self, game: str = "tictactoe", max_invalid: int | None = 3, max_turns: int | None = None,
+                     render_mode: str | None = None, invalid_action: str = "retry") -> None:
             super().__init__()
             games = {"tictactoe": TicTacToe, "connect_four": ConnectFour}
             if game not in games:
                 raise InvalidConfig("game", game, f"one of {sorted(games)}")
-            if not isinstance(max_invalid, int) or max_invalid < 1:
-                raise InvalidConfig("max_invalid", max_invalid, "a positive int")
+            if max_invalid is not None and (not isinstance(max_invalid, int) or isinstance(max_invalid, bool)
+                                            or max_invalid < 1):
+                raise InvalidConfig("max_invalid", max_invalid, "a positive int or None")
+            if max_turns is not None and (not isinstance(max_turns, int) or isinstance(max_turns, bool)
+                                          or max_turns < 1):
+                raise InvalidConfig("max_turns", max_turns, "a positive int or None")
+            if invalid_action not in ("retry", "pass"):
+                raise InvalidConfig("invalid_action", invalid_action, "'retry' or 'pass'")
+            self.invalid_action = invalid_action
             if render_mode not in (None, "ansi", "human"):
                 raise InvalidConfig("render_mode", render_mode, "'ansi', 'human' or None")
             self.game_name = game
@@ -701,12 +714,17 @@ def _aec_class() -> type:
                 self._errors[agent] = m
                 self._invalid[agent] += 1
                 self.infos[agent] = {"action_valid": False, "error": m, "mark": self.infos[agent].get("mark")}
-                if self._invalid[agent] >= self.max_invalid:
+                if self.max_invalid is not None and self._invalid[agent] >= self.max_invalid:
                     self._last = f"{agent} forfeits after {self.max_invalid} invalid actions in a row."
                     self.rewards[agent], self.rewards[other] = -1.0, 1.0
                     self.terminations = dict.fromkeys(self.agents, True)
                 elif self._turns >= self.max_turns:
                     self.truncations = dict.fromkeys(self.agents, True)
+                elif self.invalid_action == "pass":
+                    self._last = f"{MARKS[g.to_move]} made an invalid move and lost the turn."
+                if self.invalid_action == "pass":
+                    g.to_move ^= 1
+                    self.agent_selection = self._selector.next()
                 self._accumulate_rewards()
                 return
             self._errors.pop(agent, None)
@@ -758,9 +776,91 @@ def _aec_class() -> type:
     return BoardGameAEC
 
 
+@cache
+def _parallel_class() -> type:
+    from pettingzoo import ParallelEnv
+
+    from stepgym.errors import ResetNeeded
+
+    aec_cls = _aec_class()
+
+    class BoardGameParallel(ParallelEnv):
+        """A text board game under PettingZoo's parallel API: one ``step`` is one round.
+
+        In a round ``player_0`` moves, then ``player_1`` (unless the game ended on
+        ``player_0``'s move; then ``player_1``'s action is ignored). ``player_1`` writes its
+        action before seeing ``player_0``'s move of the same round, as in any parallel view of
+        a turn-based game; for move-by-move play use the AEC env. Invalid actions lose the
+        move (``invalid_action="pass"``); a missing action counts as an empty, invalid one.
+        Rewards are summed over the round. Takes :class:`BoardGameAEC`'s arguments.
+        """
+
+        metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi", "human"], "is_parallelizable": True}
+
+        def __init__(self, game: str = "tictactoe", max_invalid: int | None = None, max_turns: int | None = None,
+                     render_mode: str | None = None) -> None:
+            self.aec_env = aec_cls(game=game, max_invalid=max_invalid, max_turns=max_turns,
+                                   render_mode=render_mode, invalid_action="pass")
+            self.metadata = {**self.metadata, "name": self.aec_env.metadata["name"]}
+            self.possible_agents = list(self.aec_env.possible_agents)
+            self.agents: list[str] = []
+            self.render_mode = render_mode
+
+        def observation_space(self, agent: str) -> Any:
+            return self.aec_env.observation_space(agent)
+
+        def action_space(self, agent: str) -> Any:
+            return self.aec_env.action_space(agent)
+
+        def reset(self, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[dict, dict]:
+            aec = self.aec_env
+            aec.reset(seed=seed, options=options)
+            self.agents = list(aec.agents)
+            return {a: aec.observe(a) for a in self.agents}, {a: dict(aec.infos[a]) for a in self.agents}
+
+        def step(self, actions: dict[str, Any]) -> tuple[dict, dict, dict, dict, dict]:
+            if not self.agents:
+                raise ResetNeeded("step() called before reset() or after the game ended; call reset()")
+            aec = self.aec_env
+            live = list(self.agents)
+            rewards = dict.fromkeys(live, 0.0)
+            for agent in live:
+                if aec.terminations[agent] or aec.truncations[agent]:
+                    break
+                if aec.agent_selection != agent:  # invariant: with "pass" turns alternate
+                    raise RuntimeError(f"internal error: expected {agent} to move, not {aec.agent_selection}")
+                aec.step(actions.get(agent, ""))
+                for a in live:
+                    rewards[a] += aec.rewards[a]
+            obs = {a: aec.observe(a) for a in live}
+            terms = {a: bool(aec.terminations[a]) for a in live}
+            truncs = {a: bool(aec.truncations[a]) for a in live}
+            infos = {a: dict(aec.infos[a]) for a in live}
+            if any(terms.values()) or any(truncs.values()):
+                self.agents = []
+            return obs, rewards, terms, truncs, infos
+
+        def render(self) -> str | None:
+            return self.aec_env.render()
+
+        def close(self) -> None:
+            self.aec_env.close()
+
+        def expert_action(self) -> str:
+            """A strong move for the agent to move next (``player_0`` at the start of a round)."""
+            return self.aec_env.expert_action()
+
+    BoardGameParallel.__qualname__ = "BoardGameParallel"
+    BoardGameParallel.__module__ = __name__
+    globals()["BoardGameParallel"] = BoardGameParallel
+    return BoardGameParallel
+
+
 def __getattr__(name: str) -> Any:
     if name == "BoardGameAEC":
         return _aec_class()
+    if name == "BoardGameParallel":
+        return _parallel_class()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -365,12 +365,23 @@ def _parallel_class() -> type:
     from stepgym.spaces import UnicodeText
 
     class NegotiationParallelEnv(ParallelEnv):
-        """Two-agent negotiation under PettingZoo's parallel API (text observations and actions)."""
+        """Two-agent negotiation under PettingZoo's parallel API (text observations and actions).
 
-        metadata: ClassVar[dict[str, Any]] = {"name": "stepgym_negotiation_v0", "render_modes": ["ansi"]}
+        ``max_rounds`` is a rule of the game (the agents are told; no deal by then ends it,
+        ``terminated``). ``max_cycles`` (PettingZoo's name) truncates the episode after that
+        many rounds when the game has not ended (``truncated``); ``None`` never does.
+        """
 
-        def __init__(self, n_items: int = 3, max_rounds: int = 6, render_mode: str | None = None) -> None:
+        metadata: ClassVar[dict[str, Any]] = {"name": "stepgym_negotiation_v0", "render_modes": ["ansi"],
+                                              "is_parallelizable": True}
+
+        def __init__(self, n_items: int = 3, max_rounds: int = 6, render_mode: str | None = None,
+                     max_cycles: int | None = None) -> None:
             _validate(n_items, max_rounds)
+            if max_cycles is not None and (not isinstance(max_cycles, int) or isinstance(max_cycles, bool)
+                                           or max_cycles < 1):
+                raise InvalidConfig("max_cycles", max_cycles, "a positive int or None")
+            self.max_cycles = max_cycles
             self.n_items, self.max_rounds = n_items, max_rounds
             self.possible_agents = list(AGENTS)
             self.agents: list[str] = []
@@ -412,13 +423,14 @@ def _parallel_class() -> type:
             obs = {a: g.observe(i) for i, a in enumerate(AGENTS) if a in live}
             rewards = {a: g.reward(i) if g.done else 0.0 for i, a in enumerate(AGENTS) if a in live}
             terms = {a: g.done for a in live}
-            truncs = {a: False for a in live}
+            cut = not g.done and self.max_cycles is not None and g.round >= self.max_cycles
+            truncs = {a: cut for a in live}
             infos = {
                 a: {"action_valid": g.errors[i] is None, "error": g.errors[i], "deal": g.deal is not None}
                 for i, a in enumerate(AGENTS)
                 if a in live
             }
-            if g.done:
+            if g.done or cut:
                 for a in AGENTS:
                     infos[a]["success"] = g.deal is not None
                 self.agents = []
