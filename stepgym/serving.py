@@ -11,16 +11,32 @@ status codes and error bodies of the OpenAI API:
 When the request carries ``tools`` and the model writes a Hermes
 ``<tool_call>{...}</tool_call>``, the answer has ``tool_calls`` (as vLLM's hermes parser
 does), so tool-calling clients work unchanged.
+
+Streaming (``"stream": true``) sends the chunks of the OpenAI spec (see
+:func:`stream_chunks`): tool-call deltas carry their ``index``, the first one of each
+call its ``id``, ``type`` and ``function.name``; the last chunk of a choice has the
+``finish_reason`` (``tool_calls``, ``stop`` or ``length``); ``stream_options:
+{"include_usage": true}`` adds a usage chunk; ``data: [DONE]`` ends the stream. The
+completion is generated in full first, then streamed, so the first chunk arrives when
+the generation is done.
+
+Concurrency: uvicorn's event loop accepts connections and answers ``/health`` and
+``/v1/models`` at once; each chat completion runs its model call in a worker thread
+(Starlette's threadpool, 40 threads), so a slow generation never blocks accepting
+other requests. :class:`TransformersBackend` runs one ``generate`` at a time and
+batches the requests queued meanwhile; :class:`CallableBackend` calls its function
+concurrently from the worker threads.
 """
 
 # No `from __future__ import annotations` here: FastAPI reads the route annotations
 # (Request) at runtime, and they are imported inside create_app.
+import itertools
 import json
 import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -35,6 +51,7 @@ __all__ = [
     "serve_in_thread",
     "ServerHandle",
     "backend_from_spec",
+    "stream_chunks",
 ]
 
 _SERVE_PIP = 'pip install "stepgym[serve]"'
@@ -71,6 +88,9 @@ class Completion:
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str
+    #: seconds the request waited for the model, and how many requests shared its generate call
+    wait_s: float = 0.0
+    batch: int = 1
 
 
 class ChatBackend(Protocol):
@@ -89,50 +109,132 @@ class ChatBackend(Protocol):
     ) -> list[Completion]: ...
 
 
+@dataclass(slots=True)
+class _Job:
+    """One request waiting in :class:`TransformersBackend`'s queue."""
+
+    prompt: str
+    key: tuple[Any, ...]  # generation settings; only jobs with equal keys share a generate call
+    queued_at: float
+    result: list[Completion] | None = None
+    error: BaseException | None = None
+
+
 class TransformersBackend:
     """Serves a :class:`~stepgym.agents.TransformersAgent` (a local model or checkpoint).
 
-    Generation is serialised with a lock: one ``generate`` at a time uses the CPU/GPU
-    fully, and the tokenizer's padding settings are not shared across threads.
+    Requests arrive on many threads (the server runs each one in a worker thread), but
+    only one ``generate`` runs at a time: it uses the CPU/GPU fully, and the tokenizer's
+    padding settings are not shared across threads. Requests that wait meanwhile are
+    batched: the next ``generate`` takes every queued request with the same settings
+    (``max_tokens``, ``temperature``, ``top_p``, ``stop``, ``n``), up to ``max_batch``
+    prompts, oldest first. Eight eval episodes in parallel thus cost about one batched
+    generation per step instead of eight in a row.
+
+    The agent's ``stop`` strings (a policy folder's trained ones) end every completion
+    and stay in its text, so a policy stops where it learned to; a request's ``stop``
+    strings are added to them and, as in the OpenAI API, cut from the text.
+
+    Args:
+        agent: the model agent whose ``render`` and ``generate`` answer requests.
+        max_batch: prompts per ``generate`` at most (default: the agent's ``batch_size``).
     """
 
-    def __init__(self, agent: Any) -> None:
+    def __init__(self, agent: Any, max_batch: int | None = None) -> None:
         self.agent = agent
-        self.lock = threading.Lock()
+        self.max_batch = max(1, int(max_batch or getattr(agent, "batch_size", 8) or 8))
+        self._cond = threading.Condition()
+        self._queue: list[_Job] = []
+        self._busy = False
         cfg = getattr(agent.model, "config", None)
         self.context = int(getattr(cfg, "max_position_embeddings", 0) or 0) or None
 
     def complete(self, messages, *, tools, max_tokens, temperature, top_p, stop, n) -> list[Completion]:
         prompt = self.agent.render(messages, tools=tools)
         max_new = max_tokens or self.agent.max_new_tokens
-        n_prompt = len(self.agent.tokenizer(prompt, add_special_tokens=False)["input_ids"])
-        if self.context is not None and n_prompt + max_new > self.context:
-            raise RequestError(
-                400,
-                f"This model's maximum context length is {self.context} tokens. However, you requested "
-                f"{n_prompt + max_new} tokens ({n_prompt} in the messages, {max_new} in the completion). "
-                "Please reduce the length of the messages or completion.",
-                param="messages",
-                code="context_length_exceeded",
-            )
-        with self.lock:
-            gens = self.agent.generate(
-                [prompt],
-                max_new_tokens=max_new,
-                temperature=temperature,
-                top_p=top_p,
-                stop=stop if stop is not None else (),
-                num_return_sequences=n,
-            )
-        out = []
-        for g in gens:
-            text = g.text
-            for s in stop or ():
-                if s and text.endswith(s):
-                    text = text[: -len(s)]  # OpenAI semantics: the stop sequence is not returned
+        key = (max_new, temperature, top_p, tuple(stop) if stop is not None else None, n)
+        job = _Job(prompt, key, time.perf_counter())
+        with self._cond:
+            self._queue.append(job)
+        # Whichever waiting thread finds the model idle runs the next batch (its own job
+        # may or may not be in it), then hands over; each thread returns once its job is done.
+        while True:
+            with self._cond:
+                while self._busy and job.result is None and job.error is None:
+                    self._cond.wait()
+                if job.result is not None or job.error is not None:
                     break
-            out.append(Completion(text, g.prompt_tokens, g.completion_tokens, g.finish_reason))
-        return out
+                self._busy = True
+                head = self._queue[0].key
+                batch = [j for j in self._queue if j.key == head][: self.max_batch]
+                for j in batch:
+                    self._queue.remove(j)
+            try:
+                self._run(batch)
+            except BaseException as exc:  # noqa: BLE001 - every request of the batch gets the error
+                for j in batch:
+                    if j.result is None:
+                        j.error = exc
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+        if job.error is not None:
+            raise job.error
+        assert job.result is not None
+        return job.result
+
+    def _run(self, batch: list[_Job]) -> None:
+        """Generate for ``batch`` (equal settings) in one call; runs with the model to itself."""
+        max_new, temperature, top_p, stop, n = batch[0].key
+        started = time.perf_counter()
+        fits, counts = [], []
+        for j in batch:
+            n_prompt = len(self.agent.tokenizer(j.prompt, add_special_tokens=False)["input_ids"])
+            if self.context is not None and n_prompt + max_new > self.context:
+                j.error = RequestError(
+                    400,
+                    f"This model's maximum context length is {self.context} tokens. However, you requested "
+                    f"{n_prompt + max_new} tokens ({n_prompt} in the messages, {max_new} in the completion). "
+                    "Please reduce the length of the messages or completion.",
+                    param="messages",
+                    code="context_length_exceeded",
+                )
+            else:
+                fits.append(j)
+                counts.append(n_prompt)
+        if not fits:
+            return
+        # The agent's own stop strings (a policy folder's trained ones, e.g. "</tool_call>",
+        # kept in the text) apply with the request's (cut from the text, as OpenAI does).
+        own = tuple(getattr(self.agent, "stop", ()) or ())
+        gens = self.agent.generate(
+            [j.prompt for j in fits],
+            max_new_tokens=max_new,
+            temperature=temperature,
+            top_p=top_p,
+            stop=own + tuple(s for s in stop or () if s not in own),
+            num_return_sequences=n,
+        )
+        for k, j in enumerate(fits):
+            out = []
+            for g in gens[k * n : (k + 1) * n]:
+                text = g.text
+                for s in stop or ():
+                    if s and text.endswith(s):
+                        text = text[: -len(s)]  # OpenAI semantics: the stop sequence is not returned
+                        break
+                out.append(
+                    Completion(
+                        text,
+                        g.prompt_tokens,
+                        g.completion_tokens,
+                        g.finish_reason,
+                        wait_s=started - j.queued_at,
+                        batch=len(fits),
+                    )
+                )
+            j.result = out
 
 
 class CallableBackend:
@@ -337,10 +439,97 @@ def _tool_message(text: str) -> dict[str, Any] | None:
     return {"role": "assistant", "content": content or None, "tool_calls": calls}
 
 
+def stream_chunks(
+    cid: str, created: int, model: str, choices: list[dict[str, Any]], usage: dict[str, int] | None = None
+) -> Iterator[dict[str, Any]]:
+    """The ``chat.completion.chunk`` objects of finished ``choices``, as the OpenAI API streams them.
+
+    Per choice: a first delta with ``role`` (``content`` is ``""``, or ``None`` when the
+    choice only calls tools), then the text, then for each tool call a delta with its
+    ``index``, ``id``, ``type`` and ``function.name`` (``arguments: ""``) followed by one
+    with the arguments, then an empty delta with the ``finish_reason``. With ``usage``
+    (``stream_options.include_usage``), every chunk has ``usage: null`` and one last
+    chunk with no choices carries the counts. The caller sends ``data: [DONE]`` after.
+
+    Example:
+        >>> msg = {"role": "assistant", "content": None, "tool_calls": [{"id": "call_1", "type": "function",
+        ...        "function": {"name": "lookup", "arguments": "{}"}}]}
+        >>> chunks = list(stream_chunks("c", 0, "m", [{"index": 0, "message": msg, "finish_reason": "tool_calls"}]))
+        >>> [c["choices"][0]["delta"] for c in chunks]  # doctest: +NORMALIZE_WHITESPACE
+        [{'role': 'assistant', 'content': None},
+         {'tool_calls': [{'index': 0, 'id': 'call_1', 'type': 'function', 'function': {'name': 'lookup', 'arguments': ''}}]},
+         {'tool_calls': [{'index': 0, 'function': {'arguments': '{}'}}]},
+         {}]
+        >>> chunks[-1]["choices"][0]["finish_reason"]
+        'tool_calls'
+    """
+    base: dict[str, Any] = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model}
+    if usage is not None:
+        base["usage"] = None
+
+    def chunk(index: int, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return base | {"choices": [{"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+
+    for ch in choices:
+        i, msg = ch["index"], ch["message"]
+        calls = msg.get("tool_calls") or []
+        text = msg.get("content") or ""
+        yield chunk(i, {"role": "assistant", "content": "" if text or not calls else None})
+        if text:
+            yield chunk(i, {"content": text})
+        for k, call in enumerate(calls):
+            fn = call["function"]
+            head = {"index": k, "id": call["id"], "type": "function", "function": {"name": fn["name"], "arguments": ""}}
+            yield chunk(i, {"tool_calls": [head]})
+            if fn.get("arguments"):
+                yield chunk(i, {"tool_calls": [{"index": k, "function": {"arguments": fn["arguments"]}}]})
+        yield chunk(i, {}, ch["finish_reason"])
+    if usage is not None:
+        yield base | {"choices": [], "usage": usage}
+
+
 # -- the app -------------------------------------------------------------------------------------
 
 
-def create_app(backend: ChatBackend, model_name: str = "stepgym", *, api_key: str | None = None) -> Any:
+class _AccessLog:
+    """ASGI middleware: one line per request (``/health`` excepted) to ``log``, after it is answered."""
+
+    def __init__(self, app: Any, log: Callable[[str], None]) -> None:
+        self.app = app
+        self.log = log
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope.get("path") == "/health":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        status = [500]
+
+        async def send_status(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            state = scope.get("state") or {}
+            line = f"{scope.get('method', '?')} {scope.get('path', '?')} {status[0]} {time.perf_counter() - t0:.2f}s"
+            if state.get("stepgym_log"):
+                line += "  " + state["stepgym_log"]
+            try:
+                self.log(line)
+            except Exception:  # noqa: BLE001 - a broken log must not fail the request
+                pass
+
+
+def create_app(
+    backend: ChatBackend,
+    model_name: str = "stepgym",
+    *,
+    api_key: str | None = None,
+    log: Callable[[str], None] | None = None,
+) -> Any:
     """The FastAPI app serving ``backend`` under the model id ``model_name``.
 
     Args:
@@ -348,6 +537,9 @@ def create_app(backend: ChatBackend, model_name: str = "stepgym", *, api_key: st
             the :class:`ChatBackend` ``complete`` method.
         model_name: the id clients put in ``"model"`` (others get HTTP 404 ``model_not_found``).
         api_key: when set, requests need ``Authorization: Bearer <api_key>`` (else HTTP 401).
+        log: called with one line per answered request (method, path, status, seconds and,
+            for chat completions, tokens, finish reasons, queue wait and batch size);
+            ``None`` logs nothing. ``/health`` is never logged.
 
     Example:
         >>> app = create_app(CallableBackend(lambda msgs: "hello"), "echo")
@@ -364,6 +556,8 @@ def create_app(backend: ChatBackend, model_name: str = "stepgym", *, api_key: st
     from starlette.concurrency import run_in_threadpool
 
     app = FastAPI(title="stepgym OpenAI-compatible server", docs_url=None, redoc_url=None)
+    if log is not None:
+        app.add_middleware(_AccessLog, log=log)
     created = int(time.time())
 
     def error(exc: RequestError) -> JSONResponse:
@@ -530,6 +724,13 @@ def create_app(backend: ChatBackend, model_name: str = "stepgym", *, api_key: st
             )
         prompt_tokens = comps[0].prompt_tokens if comps else 0
         completion_tokens = sum(c.completion_tokens for c in comps)
+        request.state.stepgym_log = (
+            f"tokens {prompt_tokens}+{completion_tokens}"
+            f"  finish {','.join(ch['finish_reason'] for ch in choices)}"
+            + (f"  n {n}" if n > 1 else "")
+            + (f"  waited {comps[0].wait_s:.2f}s  batch {comps[0].batch}" if comps else "")
+            + ("  stream" if stream else "")
+        )
         usage = {
             "prompt_tokens": prompt_tokens,
             "completion_tokens": completion_tokens,
@@ -545,41 +746,14 @@ def create_app(backend: ChatBackend, model_name: str = "stepgym", *, api_key: st
                 "usage": usage,
             }
 
-        def events():
-            # The whole completion is generated first, then sent as OpenAI chunks.
-            base = {"id": cid, "object": "chat.completion.chunk", "created": now, "model": model_name}
-            for ch in choices:
-                delta = dict(ch["message"])
-                yield (
-                    "data: "
-                    + json.dumps(
-                        base
-                        | {"choices": [{"index": ch["index"], "delta": delta, "logprobs": None, "finish_reason": None}]}
-                    )
-                    + "\n\n"
-                )
-                yield (
-                    "data: "
-                    + json.dumps(
-                        base
-                        | {
-                            "choices": [
-                                {
-                                    "index": ch["index"],
-                                    "delta": {},
-                                    "logprobs": None,
-                                    "finish_reason": ch["finish_reason"],
-                                }
-                            ]
-                        }
-                    )
-                    + "\n\n"
-                )
-            if (body.get("stream_options") or {}).get("include_usage"):
-                yield "data: " + json.dumps(base | {"choices": [], "usage": usage}) + "\n\n"
-            yield "data: [DONE]\n\n"
-
-        return StreamingResponse(events(), media_type="text/event-stream")
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        chunks = stream_chunks(cid, now, model_name, choices, usage if include_usage else None)
+        events = ("data: " + json.dumps(c, ensure_ascii=False) + "\n\n" for c in chunks)
+        return StreamingResponse(
+            itertools.chain(events, ["data: [DONE]\n\n"]),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache"},
+        )
 
     return app
 

@@ -232,6 +232,8 @@ class EvalProgress:
     tokens: float
     tokens_estimated: bool
     elapsed_s: float
+    #: the episodes that ended in this step (``error`` set where the agent failed).
+    finished: list[EpisodeResult] = field(default_factory=list)
 
     @property
     def tokens_per_s(self) -> float | None:
@@ -407,6 +409,7 @@ def evaluate(
                 active[i] = False
 
         while any(active):
+            before = len(result.episodes)
             idx = [i for i in range(n) if active[i]]
             acts, counts, est, failed = _act(
                 agent, [observations[i] for i in idx], [slot_infos[i] for i in idx], idx, on_error
@@ -475,6 +478,7 @@ def evaluate(
                         tokens=tokens_done,
                         tokens_estimated=estimated,
                         elapsed_s=time.perf_counter() - start,
+                        finished=result.episodes[before:],
                     )
                 )
     finally:

@@ -11,6 +11,9 @@ from stepgym.errors import InvalidArgument
 
 HELP = "evaluate agents (expert, random, hf:, checkpoint:, openai:) on envs; success rate with 95% CI, leaderboard"
 
+# An episode whose agent fails (a server error, a prompt too long) ends as a failure with its
+# error in the table and the JSON; the run goes on. Exit status 0, or 1 when every episode failed.
+
 _MODEL_KINDS = ("hf", "checkpoint", "openai")
 
 
@@ -42,7 +45,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--record", metavar="DIR", help="write every step as JSON Lines under DIR (one file per agent and env)"
     )
     p.add_argument("--temperature", type=float, default=None, help="sampling temperature of model agents (0 = greedy)")
-    p.add_argument("--max-new-tokens", type=int, default=None, help="tokens per action at most, for model agents")
+    p.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=None,
+        help="tokens per action at most, for model agents (openai: agents send 512 unless told)",
+    )
+    p.add_argument(
+        "--max-context",
+        type=int,
+        default=None,
+        metavar="TOKENS",
+        help="context size of the openai: agents' server; longer chats lose their oldest turns "
+        "(default: learned from the server's /v1/models or its first 'maximum context length' error)",
+    )
+    p.add_argument(
+        "--no-progress",
+        dest="progress",
+        action="store_false",
+        help="no live progress bar (it is off anyway when the output is not a terminal)",
+    )
     p.add_argument(
         "--threads", type=int, default=None, help="torch CPU threads for local model agents (default: torch's choice)"
     )
@@ -64,6 +86,8 @@ def _agent_kwargs(spec: str, args: argparse.Namespace) -> dict[str, Any]:
             kw["temperature"] = args.temperature
         if args.max_new_tokens is not None:
             kw["max_tokens" if kind == "openai" else "max_new_tokens"] = args.max_new_tokens
+        if kind == "openai" and args.max_context is not None:
+            kw["max_context"] = args.max_context
     elif kind == "random":
         kw["seed"] = args.seed
     return kw
@@ -73,9 +97,43 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
 
+def _short(text: str, limit: int = 300) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _stats(p: Any) -> str:
+    """The live numbers after the bar: successes, errors, tokens/s."""
+    if p is None:
+        return ""
+    parts = [f"success {p.successes}/{p.done}" if p.done else "success -"]
+    if p.errors:
+        parts.append(f"[red]{p.errors} error(s)[/]")
+    rate = p.tokens_per_s
+    if rate is not None:
+        parts.append(f"{rate:.0f} tok/s")
+    return " | ".join(parts)
+
+
+def progress_bar(console: Any, enabled: bool = True) -> Any:
+    """The live bar of ``stepgym eval``: episodes done / total, successes, errors, tokens/s."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[stats]}"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not enabled,
+        transient=False,
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.markup import escape
     from rich.table import Table
 
     from stepgym.agents import make_agent
@@ -86,6 +144,8 @@ def run(args: argparse.Namespace) -> int:
         raise InvalidArgument(f"--episodes must be at least 1, got {args.episodes}")
     if args.num_envs < 1:
         raise InvalidArgument(f"--num-envs must be at least 1, got {args.num_envs}")
+    if args.max_context is not None and args.max_context < 2:
+        raise InvalidArgument(f"--max-context must be the server's context size in tokens, got {args.max_context}")
     env_ids = _env_ids(args.envs)
     for e in env_ids:
         resolve_env_id(e)  # fail fast on a typo, before loading any model
@@ -110,17 +170,24 @@ def run(args: argparse.Namespace) -> int:
         agent.name = label
 
     results = []
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    ) as progress:
+    live = getattr(args, "progress", True) and console.is_terminal
+    with progress_bar(console, live) as progress:
         for env_id in env_ids:
             for agent in agents:
-                task = progress.add_task(f"{agent.name} on {env_id.split(':')[-1]}", total=args.episodes)
+                where = f"{agent.name} on {env_id.split(':')[-1]}"
+                task = progress.add_task(where, total=args.episodes, stats=_stats(None))
+
+                def on_step(p: Any, t: Any = task, where: str = where) -> None:
+                    progress.update(t, completed=p.done, stats=_stats(p))
+                    for ep in p.finished:
+                        if ep.error is not None:
+                            # One line per failed episode, as it happens; the run goes on.
+                            progress.console.print(
+                                f"[yellow]{escape(where)}: episode {ep.episode} (seed {ep.seed}) "
+                                f"failed: {escape(_short(ep.error))}[/]",
+                                soft_wrap=True,
+                            )
+
                 res = evaluate(
                     env_id,
                     agent,
@@ -129,7 +196,7 @@ def run(args: argparse.Namespace) -> int:
                     num_envs=args.num_envs,
                     env_kwargs=env_kwargs,
                     record_dir=args.record,
-                    progress=lambda done, t=task: progress.update(t, completed=done),
+                    on_step=on_step,
                 )
                 results.append(res)
     for agent in agents:
@@ -138,10 +205,13 @@ def run(args: argparse.Namespace) -> int:
     any_estimate = False
     for env_id in dict.fromkeys(r.env_id for r in results):
         table = Table(title=f"{env_id}  ({args.episodes} episodes, seeds {args.seed}..{args.seed + args.episodes - 1})")
-        table.add_column("agent", overflow="fold")
-        for col in ("success", "95% CI", "return", "steps", "invalid", "tok/step", "wall s"):
+        table.add_column("agent", overflow="fold", min_width=8)
+        rows = [r for r in results if r.env_id == env_id]
+        show_errors = any(r.errors for r in rows)
+        cols = ("success", "95% CI", "return", "steps", "invalid") + (("errors",) if show_errors else ())
+        for col in (*cols, "tok/step", "wall s"):
             table.add_column(col, justify="right", no_wrap=True)
-        for r in (r for r in results if r.env_id == env_id):
+        for r in rows:
             lo, hi = r.ci95
             any_estimate |= r.tokens_estimated
             table.add_row(
@@ -151,15 +221,30 @@ def run(args: argparse.Namespace) -> int:
                 f"{r.mean_return:.3f}",
                 f"{r.mean_steps:.2f}",
                 _pct(r.invalid_action_rate),
+                *([f"[red]{r.errors}[/]" if r.errors else "0"] if show_errors else []),
                 ("≈" if r.tokens_estimated else "") + f"{r.tokens_per_step:.1f}",
                 f"{r.wall_s:.2f}",
             )
-        console.print(table)
+        # Logs and pipes get the whole table, however narrow their default width.
+        console.print(table, crop=console.is_terminal)
     if any_estimate:
         console.print(
             "[dim]return and steps are means per episode; invalid = share of steps with action_valid False; "
             "≈ tok/step: agents without a tokenizer are counted as characters/4.[/]"
         )
+    failed = [(r, e) for r in results for e in r.episodes if e.error is not None]
+    if failed:
+        # Each distinct error once, with how many episodes it ended.
+        kinds: dict[tuple[str, str], int] = {}
+        for r, e in failed:
+            key = (r.agent, e.error or "")
+            kinds[key] = kinds.get(key, 0) + 1
+        console.print(
+            f"[yellow]{len(failed)} episode(s) ended on an agent error and count as failures "
+            "(per-episode errors are in --json):[/]"
+        )
+        for (agent_name, error), count in kinds.items():
+            console.print(f"  [yellow]{escape(agent_name)}, {count}x:[/] {escape(_short(error))}", soft_wrap=True)
     if len(agents) > 1:
         board = Table(title="leaderboard (success rate; mean over envs)")
         board.add_column("rank", justify="right")
@@ -186,4 +271,7 @@ def run(args: argparse.Namespace) -> int:
         with open(args.json_path, "w", encoding="utf-8") as f:
             json.dump(payload, f, indent=2, default=str)
         console.print(f"[dim]wrote {args.json_path}[/]")
+    if results and all(r.errors == r.n for r in results):
+        console.print("[red]every episode ended on an agent error: nothing was evaluated[/]")
+        return 1
     return 0

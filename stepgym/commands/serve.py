@@ -1,9 +1,19 @@
-"""``stepgym serve``: an OpenAI-compatible chat-completions endpoint over a local model or checkpoint."""
+"""``stepgym serve``: an OpenAI-compatible chat-completions endpoint over a local model or checkpoint.
+
+It prints ``serving MODEL_ID at http://HOST:PORT/v1`` once it listens (``MODEL_ID`` is
+``--name``, else the ``--model`` spec: what clients send as ``"model"`` and what
+``/v1/models`` lists), then one line per answered request on stderr (``--quiet`` turns
+them off). Requests are accepted while a generation runs; generations run one at a
+time, and the requests that queue meanwhile are batched (see
+:class:`stepgym.serving.TransformersBackend`).
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
+import time
 
 from stepgym.errors import DependencyNotInstalled, InvalidArgument
 
@@ -23,17 +33,34 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default="127.0.0.1",
         help="interface to bind (default 127.0.0.1, this machine only; 0.0.0.0 exposes it to the network)",
     )
-    p.add_argument("--name", default=None, help='model id clients send as "model" (default: the spec)')
+    p.add_argument(
+        "--name",
+        default=None,
+        metavar="MODEL_ID",
+        help='the model id clients send as "model" and /v1/models lists, e.g. policy '
+        "(default: the --model spec as written)",
+    )
     p.add_argument(
         "--api-key",
         default=os.environ.get("STEPGYM_API_KEY"),
         help="require 'Authorization: Bearer KEY' (default: $STEPGYM_API_KEY, else no auth)",
     )
     p.add_argument(
-        "--max-new-tokens", type=int, default=512, help="completion tokens when a request sets no max_tokens"
+        "--max-new-tokens",
+        type=int,
+        default=None,
+        help="completion tokens when a request sets no max_tokens (default: a policy folder's trained "
+        "setting, else 512)",
     )
     p.add_argument("--temperature", type=float, default=0.7, help="temperature when a request sets none")
     p.add_argument("--device", default=None, help="torch device, e.g. cuda or cpu (default: where the model loads)")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=8,
+        help="requests that queue while the model is busy are generated together, this many at most (default 8)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no line per request on stderr")
     p.add_argument(
         "--threads",
         type=int,
@@ -62,12 +89,35 @@ def run(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    console.print(f"[dim]loading {args.model} ...[/]")
-    backend = backend_from_spec(
-        args.model, max_new_tokens=args.max_new_tokens, temperature=args.temperature, device=args.device, stop=()
-    )
+    if args.batch_size < 1:
+        raise InvalidArgument(f"--batch-size must be at least 1, got {args.batch_size}")
     name = args.name or args.model
-    app = create_app(backend, name, api_key=args.api_key)
+    if not name.strip():
+        raise InvalidArgument("--name must not be empty")
+    console.print(f"[dim]loading {args.model} ...[/]", soft_wrap=True)
+    settings: dict = {"temperature": args.temperature, "device": args.device, "batch_size": args.batch_size}
+    if args.max_new_tokens is not None:
+        if args.max_new_tokens < 1:
+            raise InvalidArgument(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
+        settings["max_new_tokens"] = args.max_new_tokens
+    if not args.model.startswith("checkpoint:"):
+        # A base model answers until its end-of-turn token; a policy folder keeps the stop
+        # strings and action length it was trained with (see TransformersBackend).
+        settings.setdefault("max_new_tokens", 512)
+        settings["stop"] = ()
+    backend = backend_from_spec(args.model, **settings)
+    agent = backend.agent
+    stops = ", ".join(repr(s) for s in agent.stop) or "none (end-of-turn token only)"
+    console.print(
+        f"[dim]default max_tokens {agent.max_new_tokens}; stop strings: {stops}; "
+        f"up to {backend.max_batch} queued requests per generate[/]",
+        soft_wrap=True,
+    )
+
+    def log(line: str) -> None:
+        print(time.strftime("%H:%M:%S"), line, file=sys.stderr, flush=True)
+
+    app = create_app(backend, name, api_key=args.api_key, log=None if args.quiet else log)
     # Bind first so the real port (for --port 0) is printed before serving.
     sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -76,9 +126,10 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise InvalidArgument(f"cannot listen on {args.host}:{args.port}: {exc.strerror}; pick another --port") from exc
     port = sock.getsockname()[1]
-    console.print(f"serving [bold]{name}[/] at http://{args.host}:{port}/v1  (OpenAI base URL; Ctrl-C stops)")
+    url = f"http://{'[' + args.host + ']' if ':' in args.host else args.host}:{port}/v1"
+    console.print(f"serving [bold]{name}[/] at {url}  (OpenAI base URL; Ctrl-C stops)", soft_wrap=True)
     console.print(
-        f"[dim]try: stepgym eval --env stepgym/ToolUse-v0 --agent 'openai:{name}@http://{args.host}:{port}/v1'[/]"
+        f"[dim]try: stepgym eval --env stepgym/ToolUse-v0 --agent 'openai:{name}@{url}'[/]", soft_wrap=True
     )
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
     server.run(sockets=[sock])

@@ -60,7 +60,7 @@ def test_serve_command_answers_chat_completions_and_errors():
                 break
             except (urllib.error.URLError, ConnectionError):
                 time.sleep(0.1)
-        agent = OpenAIAgent("tiny-policy", url, temperature=0.0)
+        agent = OpenAIAgent("tiny-policy", url, temperature=0.0, max_tokens=None)  # the server's --max-new-tokens
         assert agent.list_models() == ["tiny-policy"]
         env = stepgym.make("stepgym/ToolUse-v0")
         obs, info = env.reset(seed=0)
