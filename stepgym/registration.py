@@ -20,6 +20,7 @@ import gymnasium as gym
 from stepgym.errors import DependencyNotInstalled, InvalidArgument, NotTextEnv, StepgymError, UnknownEnvError
 
 __all__ = ["EnvInfo", "BUILTINS", "register_builtins", "list_envs", "make", "resolve_env_id", "is_available",
+           "import_user_module",
            "check_trainable"]
 
 NAMESPACE = "stepgym"
@@ -209,7 +210,7 @@ def list_envs(namespace: str | None = None) -> list[EnvInfo]:
     return out
 
 
-def _import_user_module(module: str) -> None:
+def import_user_module(module: str) -> None:
     """Import the module of a ``module:id`` spec; like ``python -m``, look in the cwd too.
 
     The ``stepgym`` console script does not put the working directory on ``sys.path``,
@@ -236,7 +237,7 @@ def resolve_env_id(env_id: str) -> str:
     if ":" in env_id:
         module, _, env_id = env_id.partition(":")
         try:
-            _import_user_module(module)
+            import_user_module(module)
         except ImportError as exc:
             raise InvalidArgument(
                 f"could not import module {module!r} to register {env_id!r}: {exc}. "

@@ -58,6 +58,7 @@ from steppo import advantages as A
 from steppo import losses as L
 from stepgym.core import StepRecord
 from stepgym.errors import InvalidConfig
+from stepgym.registration import import_user_module
 
 __all__ = [
     "Algorithm",
@@ -341,6 +342,7 @@ def get_algorithm(name: str) -> Algorithm:
     module, sep, attr = name.partition(":")
     if sep and module and attr:
         try:
+            import_user_module(module)  # like env ids: the working directory counts too
             mod = importlib.import_module(module)
         except ImportError as exc:
             raise InvalidConfig("algo", name, f"'module:name' with an importable module ({exc})") from None

@@ -88,9 +88,10 @@ def test_the_documented_user_algorithm_is_short_and_trains_through_the_cli(tmp_p
     (pkg / "__init__.py").write_text("")
     (pkg / "algos.py").write_text(code)
     out = tmp_path / "run"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), ROOT, os.environ.get("PYTHONPATH", "")]))
+    # like the `stepgym` console script: the working directory (which holds mypkg) is not on sys.path
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
     res = subprocess.run(
-        [sys.executable, "-m", "stepgym", "train", "--algo", "mypkg.algos:my_algo", "--model", "tiny", "--env", TOY,
+        [sys.executable, "-P", "-m", "stepgym", "train", "--algo", "mypkg.algos:my_algo", "--model", "tiny", "--env", TOY,
          "--stop-strings", "--max-new-tokens", "6", "--episodes-per-iteration", "4", "--num-envs", "4",
          "--eval-episodes", "2", "--iterations", "2", "--threads", "1", "--no-progress", "--no-tensorboard",
          "--out", str(out)], capture_output=True, text=True, env=env, cwd=str(tmp_path), timeout=400)
@@ -101,7 +102,7 @@ def test_the_documented_user_algorithm_is_short_and_trains_through_the_cli(tmp_p
     assert json.loads((out / "config.json").read_text())["algo"] == "mypkg.algos:my_algo"
     # ...and resumes: the algorithm is found again from the saved config
     res = subprocess.run(
-        [sys.executable, "-m", "stepgym", "train", "--algo", "mypkg.algos:my_algo", "--model", "tiny", "--env", TOY,
+        [sys.executable, "-P", "-m", "stepgym", "train", "--algo", "mypkg.algos:my_algo", "--model", "tiny", "--env", TOY,
          "--stop-strings", "--max-new-tokens", "6", "--episodes-per-iteration", "4", "--num-envs", "4",
          "--eval-episodes", "2", "--iterations", "3", "--threads", "1", "--no-progress", "--no-tensorboard",
          "--out", str(out), "--resume"], capture_output=True, text=True, env=env, cwd=str(tmp_path), timeout=400)
