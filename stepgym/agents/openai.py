@@ -365,6 +365,7 @@ class OpenAIAgent(BaseAgent):
         self.turns_dropped = 0
         #: requests sent again after a "maximum context length" error.
         self.context_retries = 0
+        self._ratio_chars = 0
         self._models_probed = max_context is not None
         self._lock = threading.Lock()
 
@@ -441,8 +442,10 @@ class OpenAIAgent(BaseAgent):
             return
         ratio = prompt_tokens / chars
         with self._lock:
-            # The largest ratio seen: estimates err on the long side.
-            self.tokens_per_char = ratio if self.tokens_per_char is None else max(self.tokens_per_char, ratio)
+            # The ratio of the longest prompt seen: in short prompts the chat template's own
+            # tokens weigh more than they do in the long prompts that have to be fitted.
+            if chars >= self._ratio_chars:
+                self.tokens_per_char, self._ratio_chars = ratio, chars
 
     def estimate_tokens(self, messages: list[dict[str, Any]], tools: Any = None) -> int:
         """Prompt tokens of a request, estimated from its characters.
@@ -540,6 +543,8 @@ class OpenAIAgent(BaseAgent):
             try:
                 out, sent = send(messages)
             except APIError as again:
+                if getattr(again, "overflow", None) is None:
+                    raise
                 raise APIError(
                     f"{again} (the chat was shortened to the server's context of {self.context} tokens "
                     "and still did not fit; try a smaller max_tokens or a larger context)",

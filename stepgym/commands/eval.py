@@ -205,7 +205,7 @@ def run(args: argparse.Namespace) -> int:
     any_estimate = False
     for env_id in dict.fromkeys(r.env_id for r in results):
         table = Table(title=f"{env_id}  ({args.episodes} episodes, seeds {args.seed}..{args.seed + args.episodes - 1})")
-        table.add_column("agent", overflow="fold", min_width=8)
+        table.add_column("agent", overflow="fold", min_width=min(24, max(8, *(len(n) for n in labels))))
         rows = [r for r in results if r.env_id == env_id]
         show_errors = any(r.errors for r in rows)
         cols = ("success", "95% CI", "return", "steps", "invalid") + (("errors",) if show_errors else ())
