@@ -95,3 +95,15 @@ def test_errors_are_one_line_with_exit_code_2(capsys):
     assert main(["eval", "--env", "stepgym/ToolUse-v0", "--agent", "expertt", "--episodes", "1"]) == 2
     assert "Did you mean 'expert'" in capsys.readouterr().err
     assert main(["eval", "--env", "stepgym/ToolUse-v0", "--episodes", "0"]) == 2
+
+
+def test_progress_bar_in_a_terminal_and_never_with_no_progress_or_a_pipe(monkeypatch, capsys):
+    args = ["eval", "--env", "stepgym/ToolUse-v0", "--agent", "expert", "--episodes", "4", "--num-envs", "2"]
+    assert main(args) == 0  # captured output is not a terminal: no bar
+    assert "4/4" not in capsys.readouterr().out
+    monkeypatch.setenv("FORCE_COLOR", "1")  # rich treats the output as a terminal
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "expert on stepgym/ToolUse-v0" in out and "4/4" in out and "success 4/4" in out
+    assert main([*args, "--no-progress"]) == 0
+    assert "success 4/4" not in capsys.readouterr().out

@@ -102,8 +102,12 @@ def test_eval_cli_finishes_every_episode_when_chats_outgrow_the_context(small_co
 
 def test_agent_learns_the_context_from_the_400_drops_old_turns_and_keeps_tools(small_context_server):
     agent = OpenAIAgent("tiny", small_context_server, temperature=0.0, max_tokens=8)
-    res = evaluate("stepgym/ToolUse-v0", agent, episodes=2, num_envs=2)
+    seen = []
+    res = evaluate("stepgym/ToolUse-v0", agent, episodes=2, num_envs=2, on_step=seen.append)
     assert res.errors == 0 and [e.steps for e in res.episodes] == [10, 10]
+    # the live progress: one report per step, token counts from the server's usage
+    assert len(seen) == 10 and [p.done for p in seen] == [0] * 9 + [2] and seen[-1].steps == 20
+    assert not seen[-1].tokens_estimated and seen[-1].tokens_per_s > 0 and len(seen[-1].finished) == 2
     assert agent.context == CONTEXT  # from "This model's maximum context length is 512 tokens"
     assert agent.context_retries >= 1 and agent.turns_dropped > 0
     assert agent.tools_mode == "auto"  # a context-length 400 is not a tools problem
