@@ -29,7 +29,7 @@ from stepgym.agents.base import (
     parse_tools,
 )
 from stepgym.agents.hf import CheckpointAgent, Generation, TransformersAgent, load_causal_lm, resolve_checkpoint
-from stepgym.agents.openai import APIError, OpenAIAgent, tool_calls_to_action
+from stepgym.agents.openai import APIError, BatchAPIError, OpenAIAgent, tool_calls_to_action
 from stepgym.agents.simple import ExpertAgent, HumanAgent, RandomAgent, UserQuit
 from stepgym.errors import InvalidArgument
 
@@ -48,6 +48,7 @@ __all__ = [
     "TransformersAgent",
     "CheckpointAgent",
     "OpenAIAgent",
+    "BatchAPIError",
     # helpers
     "ToolSpec",
     "parse_tools",
