@@ -138,11 +138,14 @@ class TransformersBackend:
     Args:
         agent: the model agent whose ``render`` and ``generate`` answer requests.
         max_batch: prompts per ``generate`` at most (default: the agent's ``batch_size``).
+        gather_s: how long an idle model waits for more requests before it starts a batch
+            (requests sent at once arrive milliseconds apart; default 0.02).
     """
 
-    def __init__(self, agent: Any, max_batch: int | None = None) -> None:
+    def __init__(self, agent: Any, max_batch: int | None = None, gather_s: float = 0.02) -> None:
         self.agent = agent
         self.max_batch = max(1, int(max_batch or getattr(agent, "batch_size", 8) or 8))
+        self.gather_s = max(0.0, float(gather_s)) if self.max_batch > 1 else 0.0
         self._cond = threading.Condition()
         self._queue: list[_Job] = []
         self._busy = False
@@ -156,6 +159,7 @@ class TransformersBackend:
         job = _Job(prompt, key, time.perf_counter())
         with self._cond:
             self._queue.append(job)
+            self._cond.notify_all()
         # Whichever waiting thread finds the model idle runs the next batch (its own job
         # may or may not be in it), then hands over; each thread returns once its job is done.
         while True:
@@ -165,6 +169,11 @@ class TransformersBackend:
                 if job.result is not None or job.error is not None:
                     break
                 self._busy = True
+                # Requests sent together (an eval's parallel episodes) arrive a few ms apart:
+                # wait that long for them, so the first does not run alone.
+                deadline = time.perf_counter() + self.gather_s
+                while len(self._queue) < self.max_batch and (left := deadline - time.perf_counter()) > 0:
+                    self._cond.wait(left)
                 head = self._queue[0].key
                 batch = [j for j in self._queue if j.key == head][: self.max_batch]
                 for j in batch:
@@ -457,7 +466,8 @@ def stream_chunks(
         >>> chunks = list(stream_chunks("c", 0, "m", [{"index": 0, "message": msg, "finish_reason": "tool_calls"}]))
         >>> [c["choices"][0]["delta"] for c in chunks]  # doctest: +NORMALIZE_WHITESPACE
         [{'role': 'assistant', 'content': None},
-         {'tool_calls': [{'index': 0, 'id': 'call_1', 'type': 'function', 'function': {'name': 'lookup', 'arguments': ''}}]},
+         {'tool_calls': [{'index': 0, 'id': 'call_1', 'type': 'function',
+                          'function': {'name': 'lookup', 'arguments': ''}}]},
          {'tool_calls': [{'index': 0, 'function': {'arguments': '{}'}}]},
          {}]
         >>> chunks[-1]["choices"][0]["finish_reason"]
@@ -565,6 +575,7 @@ def create_app(
 
     @app.exception_handler(RequestError)
     async def _on_request_error(request: Request, exc: RequestError) -> JSONResponse:
+        request.state.stepgym_log = f"{exc.code or exc.type}: {exc.message[:160]}"
         return error(exc)
 
     @app.exception_handler(StarletteHTTPException)

@@ -178,6 +178,9 @@ def test_an_unknown_model_is_an_openai_not_found_error(tiny):
     with pytest.raises(openai.BadRequestError) as bad:
         client.chat.completions.create(model="tiny-policy", messages=[{"role": "user", "content": "hi"}], top_p=5)
     assert bad.value.param == "top_p"
+    time.sleep(0.2)
+    not_found = [ln for ln in tiny.lines if " POST /v1/chat/completions 404 " in ln]
+    assert any("model_not_found: The model `policy`" in ln for ln in not_found), tiny.lines
 
 
 # -- plain and streamed text ---------------------------------------------------------------------
