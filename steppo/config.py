@@ -203,6 +203,10 @@ class TrainConfig(CommonConfig):
                             "(0 = the algorithm's default: 8 for group algorithms, 1 otherwise)", min=0)
     num_envs: int = _f(8, "environments stepped side by side (the generation batch)", min=1)
     kv_reuse: bool = _f(True, "keep each episode's KV cache from one step to the next (prefill only the new tokens)")
+    rollout_workers: int = _f(0, "Ray actors that own envs and a policy replica and collect the episodes (0 = in this "
+                                 "process; needs the 'ray' extra; see docs/training.md)", min=0)
+    ray_address: str = _f("", "Ray cluster for --rollout-workers (empty = start a local one; 'auto' or "
+                              "'ray://host:port' joins a running cluster)")
     speculate: int = _f(0, "prompt-lookup speculative decoding: up to K draft tokens per forward pass, copied from "
                            "the prompt (same sampling distribution, exact log-probs; 0 = off)", min=0, max=16)
     temperature: float = _f(1.0, "sampling temperature of rollouts (log-probs are of the tempered policy)", min=1e-3)

@@ -152,9 +152,15 @@ class Trainer:
         generator = LocalGenerator(self.sampler, values=gen_values, batch_size=cfg.num_envs, reuse_cache=cfg.kv_reuse)
         prompts = ChatPromptBuilder(self.policy.tokenizer, cfg.max_history_turns, cfg.max_prompt_tokens,
                                     history_stride=cfg.history_stride)
-        self.collector = InProcessCollector(env_fn, generator, prompts, cfg.num_envs,
-                                            should_stop=lambda: self.stop_requested,
-                                            read_bootstrap=has_critic and cfg.bootstrap_truncated)
+        if cfg.rollout_workers:  # Ray actors with their own envs and policy replicas (steppo.ray_rollout)
+            from steppo.ray_rollout import config_collector
+
+            self.collector = config_collector(cfg, self.policy, should_stop=lambda: self.stop_requested,
+                                              counters_to=self.sampler)
+        else:
+            self.collector = InProcessCollector(env_fn, generator, prompts, cfg.num_envs,
+                                                should_stop=lambda: self.stop_requested,
+                                                read_bootstrap=has_critic and cfg.bootstrap_truncated)
         self.run_dir.create(config_to_dict(cfg), resume=cfg.resume, overwrite=cfg.overwrite)
         if cfg.resume:
             self._resume()
