@@ -611,8 +611,13 @@ def create_app(
                 401, "Incorrect API key provided. Pass it as 'Authorization: Bearer <key>'.", code="invalid_api_key"
             )
 
+    context = getattr(backend, "context", None)  # callable backends have no context window
+
     def model_card() -> dict[str, Any]:
-        return {"id": model_name, "object": "model", "created": created, "owned_by": "stepgym"}
+        card = {"id": model_name, "object": "model", "created": created, "owned_by": "stepgym"}
+        if context:
+            card["max_model_len"] = context  # vLLM's name: clients fit their prompts before the first 400
+        return card
 
     @app.get("/health")
     async def health() -> dict[str, str]:
