@@ -31,7 +31,8 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+import math
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 import torch
@@ -43,6 +44,8 @@ __all__ = [
     "token_gae",
     "discounted_returns",
     "masked_normalize",
+    "set_reducer",
+    "batch_count",
     "masked_mean",
     "grpo_advantages",
     "rloo_advantages",
@@ -306,6 +309,8 @@ def masked_normalize(
     """
     xf = _as_float(x, "x")
     m = _as_mask(mask, xf)
+    if _REDUCER is not None:
+        return _masked_normalize_reduced(xf, m, eps, shift_mean)
     n = m.sum()
     if n == 0:
         return torch.zeros_like(xf)
@@ -314,6 +319,54 @@ def masked_normalize(
     var = (torch.where(m, xf - mean, torch.zeros_like(xf)) ** 2).sum() / n
     centred = xf - mean if shift_mean else xf
     out = centred / (var.sqrt() + eps)
+    return torch.where(m, out, torch.zeros_like(out))
+
+
+#: sums a tensor over the processes of a distributed run (None: one process, nothing to sum)
+_REDUCER: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+
+def set_reducer(fn: Callable[[torch.Tensor], torch.Tensor] | None) -> None:
+    """Make batch-wide statistics global: ``fn(t)`` returns ``t`` summed over the processes.
+
+    :mod:`steppo.distributed` installs an ``all_reduce`` here when ``WORLD_SIZE > 1``;
+    :func:`masked_normalize` and :func:`batch_count` then use the statistics of the whole
+    (global) batch. Group statistics (GRPO, RLOO, GiGPO) never need it: a group stays on one
+    process. ``None`` (the default) restores the one-process code path exactly.
+    """
+    global _REDUCER
+    _REDUCER = fn
+
+
+def batch_count(n: int) -> int:
+    """``n`` summed over the processes (``n`` itself in one process).
+
+    Example:
+        >>> batch_count(3)
+        3
+    """
+    if _REDUCER is None:
+        return n
+    return int(_REDUCER(torch.tensor([float(n)], dtype=torch.float64))[0])
+
+
+def _masked_normalize_reduced(xf: torch.Tensor, m: torch.Tensor, eps: float, shift_mean: bool) -> torch.Tensor:
+    """:func:`masked_normalize` with count, sum and sum of squared deviations summed by ``_REDUCER``.
+
+    Two passes as in one process (mean first, then squared deviations from the global mean),
+    accumulated in float64, so the result matches one process over the union of the batches.
+    """
+    assert _REDUCER is not None
+    xz = torch.where(m, xf, torch.zeros_like(xf))
+    n, total = _REDUCER(torch.stack([m.sum().double(), xz.double().sum()]).cpu()).tolist()
+    if n == 0:
+        return torch.zeros_like(xf)
+    mean = torch.tensor(total / n, dtype=xf.dtype, device=xf.device)
+    sq = (torch.where(m, xf - mean, torch.zeros_like(xf)).double() ** 2).sum()
+    var = _REDUCER(sq.reshape(1).cpu())[0] / n
+    std = torch.tensor(math.sqrt(float(var)), dtype=xf.dtype, device=xf.device)
+    centred = xf - mean if shift_mean else xf
+    out = centred / (std + eps)
     return torch.where(m, out, torch.zeros_like(out))
 
 

@@ -378,7 +378,7 @@ def step_gae_advantages(batch: StepBatch, cfg: Any) -> Advantages:
     adv, ret = A.step_gae(batch.to_grid(batch.rewards), batch.to_grid(batch.require("step_values")),
                           batch.step_mask(), gamma=cfg.gamma, lam=cfg.lam, bootstrap=batch.bootstrap)
     step_adv = batch.from_grid(adv)
-    if cfg.normalize_advantages and len(batch.steps) > 1:
+    if cfg.normalize_advantages and A.batch_count(len(batch.steps)) > 1:  # global count when distributed
         step_adv = A.masked_normalize(step_adv)
     return Advantages(step=step_adv, step_returns=batch.from_grid(ret))
 

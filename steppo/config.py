@@ -231,6 +231,8 @@ class TrainConfig(CommonConfig):
     resume: bool = _f(False, "continue the run in --out from its latest checkpoint")
     overwrite: bool = _f(False, "start over in an --out that already holds a run (its files are replaced)")
     tensorboard: bool = _f(True, "write TensorBoard event files into OUT/tb")
+    dist_timeout: int = _f(1800, "under torchrun (WORLD_SIZE > 1): seconds a process waits for the others in a "
+                                 "collective before the run stops with an error (docs/training.md)", min=1)
 
     family: ClassVar[str] = "train"
     #: the algorithm when ``algo`` is not given

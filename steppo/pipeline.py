@@ -42,11 +42,16 @@ def train(cfg: TrainConfig, warm_start: SFTConfig | None = None, *, console: Any
         resolve_init(cfg.init)  # a missing folder is a one-line error, never a request to the model hub
     from steppo.trainer import Trainer  # the model and its engine load only once the input is valid
 
+    from steppo import distributed
+
+    ctx = distributed.context(cfg.dist_timeout)  # torchrun (WORLD_SIZE > 1): joins the other processes
     console = console or Console(highlight=False)
     base_eval: dict[str, float] = {}
     if warm_start is not None:
         if cfg.resume and os.path.isdir(os.path.join(warm_start.out, "policy")):
             console.print(f"warm start: reusing {warm_start.out}/policy")
+        elif not ctx.is_main:  # rank 0 runs the warm start; the others wait for its policy folder
+            ctx.total(0)
         else:
             from steppo.sft import run_sft
 
@@ -54,7 +59,16 @@ def train(cfg: TrainConfig, warm_start: SFTConfig | None = None, *, console: Any
                           f"-> {warm_start.out}")
             base_eval = run_sft(warm_start, console, eval_episodes=cfg.eval_episodes if cfg.eval_before else 0,
                                 eval_seed=cfg.eval_seed)["base_eval"]
+            ctx.total(0)
         cfg = dataclasses.replace(cfg, init=warm_start.out)
-    summary = Trainer(cfg, console=console).train()
+    if not ctx.active:
+        summary = Trainer(cfg, console=console).train()
+    else:
+        try:
+            summary = Trainer(cfg, console=console).train()
+        except distributed.Terminated as exc:  # torchrun stops this rank: another one failed
+            raise ctx.lost(exc) from None
+        finally:
+            ctx.close()
     summary["base_eval"] = base_eval
     return summary

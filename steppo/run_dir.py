@@ -55,13 +55,16 @@ class RunDir:
     Args:
         path: the folder (``--out``).
         keep_checkpoints: how many ``iter_*.pt`` files stay on disk.
+        write: False for the ranks other than 0 of a distributed run: they keep the rows in
+            memory and read checkpoints, but write nothing (rank 0 writes everything).
     """
 
     #: what a new run replaces with ``overwrite``
     RUN_FILES = ("metrics.jsonl", "checkpoints", "tb", "policy", "learning_curve.png", "summary.json")
 
-    def __init__(self, path: str, keep_checkpoints: int = 2):
+    def __init__(self, path: str, keep_checkpoints: int = 2, write: bool = True):
         self.path = path
+        self.write = write
         self.keep_checkpoints = keep_checkpoints
         self.metrics_path = os.path.join(path, "metrics.jsonl")
         self.checkpoint_dir = os.path.join(path, "checkpoints")
@@ -85,6 +88,8 @@ class RunDir:
     def create(self, config: dict[str, Any], *, resume: bool, overwrite: bool) -> None:
         """Make the folder (clearing an old run's files with ``overwrite``) and write ``config.json``."""
         self.check(resume=resume, overwrite=overwrite)
+        if not self.write:
+            return
         if self.holds_run() and not resume:
             for name in self.RUN_FILES:
                 p = os.path.join(self.path, name)
@@ -100,6 +105,8 @@ class RunDir:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:  # pragma: no cover - tensorboard is in the train extra
+            return
+        if not self.write:
             return
         self.writer = SummaryWriter(os.path.join(self.path, "tb"), purge_step=purge_step)
 
@@ -117,6 +124,9 @@ class RunDir:
     def log(self, row: dict[str, Any]) -> None:
         """Append one metrics row (fsynced) and send its numbers to TensorBoard."""
         row = {k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in row.items()}
+        if not self.write:
+            self.rows.append(row)
+            return
         with open(self.metrics_path, "a") as fh:
             fh.write(json.dumps(row) + "\n")
             fh.flush()
@@ -131,6 +141,8 @@ class RunDir:
         self._scalars({"iteration": self.rows[-1]["iteration"], **extra})
 
     def _rewrite(self) -> None:
+        if not self.write:
+            return
         atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in self.rows))
 
     def _scalars(self, row: dict[str, Any]) -> None:
@@ -147,6 +159,8 @@ class RunDir:
         import torch
 
         path = os.path.join(self.checkpoint_dir, f"iter_{iteration:06d}.pt")
+        if not self.write:
+            return path
         torch.save(state, path + ".tmp")
         os.replace(path + ".tmp", path)
         for old in self.checkpoints()[: -self.keep_checkpoints]:
@@ -171,6 +185,11 @@ class RunDir:
     # -- the end ----------------------------------------------------------------------------
     def finish(self, title: str, extra: dict[str, Any], console: Any = None) -> dict[str, Any]:
         """Draw the learning curve, write ``summary.json``, print the summary table; returns the summary."""
+        if not self.write:
+            summary = report.summarize(self.rows)
+            summary.update(extra)
+            summary.update({"out": self.path, "learning_curve": ""})
+            return summary
         png = os.path.join(self.path, "learning_curve.png")
         try:
             report.plot_learning_curve(self.rows, png, title=title)

@@ -42,6 +42,7 @@ import torch
 from stepgym.core import StepRecord
 from stepgym.policy_folder import PolicySettings
 from stepgym.errors import InvalidConfig, StepgymError
+from steppo import distributed
 from steppo import losses as L
 from steppo import report
 from steppo.algos import Advantages, PolicyLossInputs, StepBatch, get_advantage, get_policy_loss
@@ -116,8 +117,13 @@ class Trainer:
 
         self.cfg = cfg
         self.algo = cfg.algorithm()
+        #: this process's rank under torchrun (inactive, no collectives, in one process)
+        self.dist = distributed.context(cfg.dist_timeout)
         self.console = console or Console(highlight=False)
-        self.run_dir = RunDir(cfg.out, keep_checkpoints=cfg.keep_checkpoints)
+        if not self.dist.is_main:  # rank 0 alone prints and writes
+            self.console = Console(quiet=True)
+        self.run_dir = RunDir(cfg.out, keep_checkpoints=cfg.keep_checkpoints, write=self.dist.is_main)
+        self.dist.checkpoint_dir = self.run_dir.checkpoint_dir
         self.start_iteration = 1
         self.env_steps = 0
         self.episodes_done = 0
@@ -137,7 +143,12 @@ class Trainer:
         self.run_dir.check(resume=cfg.resume, overwrite=cfg.overwrite)
         has_critic = self.algo.critic != "none"
         critic_head = cfg.critic if has_critic else "none"
+        if self.dist.active and cfg.episodes_per_iteration // cfg.group_size < self.dist.world:
+            raise InvalidConfig("episodes_per_iteration", cfg.episodes_per_iteration,
+                                f"at least {self.dist.world} groups of group_size={cfg.group_size} episodes "
+                                f"(one per process)")
         self.policy = build_policy(cfg, critic_head, temperature=cfg.temperature)
+        self.dist.broadcast_parameters(self.policy)
         self.device = self.policy.device
         self.ref: Policy | None = build_policy(cfg, for_reference=True) if cfg.kl_coef > 0 else None
         groups = [{"params": self.policy.policy_parameters(), "lr": cfg.lr}]
@@ -183,23 +194,29 @@ class Trainer:
         """Collect -> advantages -> epochs of minibatch updates -> one metrics row."""
         cfg = self.cfg
         t0 = time.perf_counter()
+        self.dist.what = f"iteration {it}"
         seeds, groups = self.iteration_seeds(it)
+        # distributed: this rank's whole groups; its own sampling stream (rank 0 samples as one process)
+        lo, hi = distributed.shard_seeds(len(seeds), cfg.group_size, self.dist.rank, self.dist.world)
+        seeds, groups = seeds[lo:hi], groups[lo:hi]
         params = SamplingParams(cfg.max_new_tokens, cfg.temperature, cfg.top_p,
-                                seed=int(np.random.default_rng([cfg.seed, it, 3]).integers(2**31)))
+                                seed=int(np.random.default_rng([cfg.seed, it, 3] + ([self.dist.rank] if self.dist.rank
+                                                                                     else [])).integers(2**31)))
         counters0 = _sampler_counters(self.sampler)
-        rollout = self.collector.collect(seeds, groups, params, traj_id_start=it * cfg.episodes_per_iteration)
-        if self.stop_requested:
+        rollout = self.collector.collect(seeds, groups, params, traj_id_start=it * cfg.episodes_per_iteration + lo)
+        if self.dist.any(self.stop_requested):
             raise Interrupted()
         counters = {k: v - counters0[k] for k, v in _sampler_counters(self.sampler).items()}
-        row: dict[str, Any] = {"iteration": it, **rollout.metrics("charts")}
+        total, n_steps, charts, counters = self._global_rollout(rollout, counters)
+        row: dict[str, Any] = {"iteration": it, **charts}
         row.update(self.update(rollout, it))
-        self.env_steps += len(rollout.steps)
-        self.episodes_done += len(rollout.episodes)
+        self.env_steps += n_steps
+        self.episodes_done += len(total.episodes)
         row["charts/env_steps"] = self.env_steps
         row["charts/episodes"] = self.episodes_done
-        row["charts/response_tokens"] = rollout.generated_tokens / max(1, len(rollout.steps))
-        row["perf/tokens_per_s"] = rollout.generated_tokens / max(rollout.generation_s, 1e-9)
-        row["perf/rollout_s"] = rollout.wall_s
+        row["charts/response_tokens"] = total.generated_tokens / max(1, n_steps)
+        row["perf/tokens_per_s"] = total.generated_tokens / max(total.generation_s, 1e-9)
+        row["perf/rollout_s"] = total.wall_s
         # share of prompt tokens served from KV caches instead of prefilled (kv_reuse, shared prefixes)
         row["perf/prompt_cache_hit"] = counters["reused_tokens"] / max(
             1, counters["reused_tokens"] + counters["prefilled_tokens"])
@@ -214,7 +231,8 @@ class Trainer:
         """Advantages, then ``epochs`` passes of minibatch updates; returns the loss statistics."""
         cfg = self.cfg
         steps = [s for s in rollout.steps if s.response_ids]
-        if not steps:
+        # distributed: every rank updates or none does (a rank without a step skips the update everywhere)
+        if (self.dist.all_reduce_min(len(steps)) if self.dist.active else len(steps)) == 0:
             return {}
         t0 = time.perf_counter()
         step_values, token_values = self.critic_values(steps)
@@ -227,9 +245,11 @@ class Trainer:
         sums: dict[str, float] = defaultdict(float)
         n_minibatches, tokens, token_log_ratio_min = 0, 0, 0.0
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        n_mb = distributed.n_minibatches(self.dist.total(len(steps)), cfg.minibatch_size) if self.dist.active else 0
         self.policy.train()
         for _epoch in range(cfg.epochs):
-            for _mb_rows, micro_batches in self.plan_minibatches(steps, rng):
+            plan = self.plan_rank_minibatches(steps, rng, n_mb) if self.dist.active else self.plan_minibatches(steps, rng)
+            for _mb_rows, micro_batches in plan:
                 self.optimizer.zero_grad(set_to_none=True)
                 for rows, weight in micro_batches:
                     loss, stats = self._micro_batch_loss(batch, advantages, rows, loss_fn, (clip_low, clip_high),
@@ -239,11 +259,14 @@ class Trainer:
                         sums[k] += v * weight
                     token_log_ratio_min = min(token_log_ratio_min, stats.get("token_log_ratio_min", 0.0))
                     tokens += sum(len(steps[i].prompt_ids) + len(steps[i].response_ids) for i in rows)
+                self.dist.all_reduce_grads(params)  # the global minibatch's gradient on every rank
                 if cfg.max_grad_norm > 0:
                     sums["losses/grad_norm"] += float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
                 self.optimizer.step()
                 n_minibatches += 1
         self.policy.eval()
+        if self.dist.active:  # loss weights are shares of the global minibatch: their sums add up
+            sums, tokens, token_log_ratio_min = self._global_update_stats(sums, tokens, token_log_ratio_min)
         out = {k: v / max(1, n_minibatches) for k, v in sums.items() if k.startswith("losses/")}
         if self.ref is None:  # still report how far the policy moved from its rollout policy
             out.setdefault("losses/kl", out.get("losses/approx_kl", 0.0))
@@ -252,7 +275,10 @@ class Trainer:
         dt = time.perf_counter() - t0
         out["perf/update_s"] = dt
         out["perf/update_tokens_per_s"] = tokens / max(dt, 1e-9)
-        out["charts/advantage_std"] = float(advantages.step.std()) if len(steps) > 1 else 0.0
+        if self.dist.active:
+            out["charts/advantage_std"] = _global_std(self.dist, advantages.step)
+        else:
+            out["charts/advantage_std"] = float(advantages.step.std()) if len(steps) > 1 else 0.0
         return out
 
     def _micro_batch_loss(self, batch: StepBatch, advantages: Advantages, rows: list[int], loss_fn: Any,
@@ -341,6 +367,77 @@ class Trainer:
             out.append((mb_rows, micro))
         return out
 
+    def plan_rank_minibatches(self, steps: Sequence[StepRecord], rng: np.random.Generator,
+                              n_minibatches: int) -> list[Minibatch]:
+        """A distributed epoch: this rank's part of each of ``n_minibatches`` global minibatches.
+
+        Every rank runs the same number of optimizer steps, so the gradient all-reduce pairs
+        up: the rank shuffles its rows (its trajectories with ``pack_trajectories`` or a
+        per-trajectory loss) and cuts them into ``n_minibatches`` consecutive chunks of about
+        equal rows; the k-th chunks of all ranks form the k-th global minibatch. A micro-batch's
+        loss weight is its rows (trajectories for a per-trajectory loss) over the global
+        minibatch's rows (one all-reduce of the chunk sizes), so the summed gradient is the
+        gradient one process computes for that global minibatch split into the same
+        micro-batches. A minibatch that is empty on every rank is dropped by every rank.
+        """
+        cfg = self.cfg
+        per_traj = self.algo.per_trajectory
+        lengths = [len(s.prompt_ids) + len(s.response_ids) for s in steps]
+        if not (per_traj or cfg.pack_trajectories):
+            units = [[int(i)] for i in rng.permutation(len(steps))]
+        else:
+            rows_of: dict[int, list[int]] = defaultdict(list)
+            for i, s in enumerate(steps):
+                rows_of[s.traj_id].append(i)
+            trajs = list(rows_of.values())
+            units = [trajs[k] for k in rng.permutation(len(trajs))]
+        chunks = distributed.split_units(units, n_minibatches)
+        local = [float(len(c) if per_traj else sum(len(u) for u in c)) for c in chunks]
+        global_sizes = self.dist.all_reduce_sum(torch.tensor(local, dtype=torch.float64)).tolist()
+        out: list[Minibatch] = []
+        for chunk, denom in zip(chunks, global_sizes):
+            if denom == 0:
+                continue
+            sizes = []
+            for u in chunk:
+                if len(u) == 1 and not (per_traj or cfg.pack_trajectories):
+                    sizes.append((1, [lengths[u[0]]]))
+                else:
+                    seqs, _ = pack_steps([steps[i].prompt_ids for i in u], [steps[i].response_ids for i in u])
+                    sizes.append((len(u), [len(q) for q in seqs]))
+            micro = []
+            for c in plan_micro_batches(sizes, cfg.micro_batch_size, cfg.micro_batch_tokens):
+                rows = [i for k in c for i in chunk[k]]
+                micro.append((rows, (len(c) if per_traj else len(rows)) / denom))
+            out.append(([i for u in chunk for i in u], micro))
+        return out
+
+    def _global_rollout(self, rollout: RolloutBatch, counters: dict[str, int], prefix: str = "charts",
+                        ) -> tuple[RolloutBatch, int, dict[str, float], dict[str, int]]:
+        """The rollout over all ranks: ``(episodes and token totals, steps, metrics, sampler counters)``."""
+        if not self.dist.active:
+            return rollout, len(rollout.steps), rollout.metrics(prefix), counters
+        parts = self.dist.all_gather_object((rollout.episodes, len(rollout.steps), rollout.generated_tokens,
+                                             rollout.generation_s, rollout.wall_s, counters))
+        total = RolloutBatch(episodes=sorted((e for p in parts for e in p[0]), key=lambda e: e.traj_id),
+                             generated_tokens=sum(p[2] for p in parts), generation_s=max(p[3] for p in parts),
+                             wall_s=max(p[4] for p in parts))
+        n_steps = sum(p[1] for p in parts)
+        metrics = total.metrics(prefix)
+        metrics[f"{prefix}/invalid_action_rate"] = sum(e.invalid_actions for e in total.episodes) / max(1, n_steps)
+        return total, n_steps, metrics, {k: sum(p[5][k] for p in parts) for k in counters}
+
+    def _global_update_stats(self, sums: dict[str, float], tokens: int, token_log_ratio_min: float,
+                             ) -> tuple[dict[str, float], int, float]:
+        """Sum the ranks' weighted loss statistics and token counts (the grad norm is global already)."""
+        keys = sorted(k for k in sums if k != "losses/grad_norm")
+        keys = sorted(set().union(*self.dist.all_gather_object(keys)))
+        vals = self.dist.all_reduce_sum(torch.tensor([sums.get(k, 0.0) for k in keys] + [float(tokens)],
+                                                     dtype=torch.float64)).tolist()
+        out = dict(sums)
+        out.update(zip(keys, vals[:-1]))
+        return out, int(vals[-1]), self.dist.all_reduce_min(token_log_ratio_min)
+
     # -- what the update needs besides the rollout ------------------------------------------
     def critic_values(self, steps: Sequence[StepRecord]) -> tuple[torch.Tensor | None, list[list[float]] | None]:
         """V(s_t) per step (step critic) or per response token (token critic), at rollout weights.
@@ -404,7 +501,11 @@ class Trainer:
         seeds = [cfg.eval_seed + i for i in range(n)]
         params = SamplingParams(cfg.max_new_tokens, cfg.eval_temperature or 1.0, 1.0,
                                 greedy=cfg.eval_temperature == 0, seed=cfg.seed + 999_983)
-        return self.collector.collect(seeds, [-1] * n, params, traj_id_start=-10_000_000).metrics("eval")
+        if not self.dist.active:
+            return self.collector.collect(seeds, [-1] * n, params, traj_id_start=-10_000_000).metrics("eval")
+        lo, hi = distributed.shard_seeds(n, 1, self.dist.rank, self.dist.world)  # the ranks share the episodes
+        part = self.collector.collect(seeds[lo:hi], [-1] * (hi - lo), params, traj_id_start=-10_000_000 + lo)
+        return self._global_rollout(part, {}, "eval")[2]
 
     # -- checkpoints --------------------------------------------------------------------------
     def state_dict(self, iteration: int) -> dict[str, Any]:
@@ -414,6 +515,7 @@ class Trainer:
             "trainable": {n: p.detach().cpu().clone() for n, p in self.policy.named_parameters() if p.requires_grad},
             "optimizer": self.optimizer.state_dict(),
             "rng": _rng_state(),
+            **({"rng_ranks": self.dist.all_gather_object(_rng_state())} if self.dist.active else {}),
             "env_steps": self.env_steps,
             "episodes": self.episodes_done,
             "config": config_to_dict(self.cfg),
@@ -426,7 +528,9 @@ class Trainer:
             raise StepgymError(f"checkpoint {state.get('path', '')} does not match this model/config (unexpected "
                                f"keys such as {missing.unexpected_keys[:3]}); resume with the same options")
         self.optimizer.load_state_dict(state["optimizer"])
-        _set_rng_state(state["rng"])
+        ranks = state.get("rng_ranks") or []
+        # a distributed run at the same world size: each rank's own RNG states; otherwise rank 0's
+        _set_rng_state(ranks[self.dist.rank] if len(ranks) == self.dist.world and self.dist.active else state["rng"])
         self.start_iteration = int(state["iteration"]) + 1
         self.env_steps = int(state.get("env_steps", 0))
         self.episodes_done = int(state.get("episodes", 0))
@@ -434,7 +538,8 @@ class Trainer:
     def save_checkpoint(self, iteration: int) -> str:
         """Write ``checkpoints/iter_NNNNNN.pt`` and refresh ``policy/``."""
         path = self.run_dir.save_checkpoint(iteration, self.state_dict(iteration))
-        self.save_policy()
+        if self.dist.is_main:
+            self.save_policy()
         return path
 
     def save_policy(self) -> str:
@@ -485,7 +590,7 @@ class Trainer:
                     progress.update(task, advance=1)
                     if cfg.save_every and it % cfg.save_every == 0 and it != cfg.iterations:
                         self.save_checkpoint(it)
-                    if self.stop_requested:
+                    if self.dist.any(self.stop_requested):
                         interrupted = True
                         break
                     if cfg.max_env_steps and self.env_steps >= cfg.max_env_steps:
@@ -524,6 +629,16 @@ def _sampler_counters(sampler: Sampler) -> dict[str, int]:
     """The sampler's running token counts (cache reuse, speculation)."""
     return {"reused_tokens": sampler.reused_tokens, "prefilled_tokens": sampler.prefilled_tokens,
             "drafted_tokens": sampler.drafted_tokens, "accepted_tokens": sampler.accepted_tokens}
+
+
+def _global_std(dist: distributed.DistContext, x: torch.Tensor) -> float:
+    """The (unbiased) std of ``x`` over all ranks' entries."""
+    x = x.detach().double().reshape(-1)
+    n, s = dist.all_reduce_sum(torch.stack([torch.tensor(float(x.numel()), dtype=torch.float64), x.sum()])).tolist()
+    if n < 2:
+        return 0.0
+    sq = float(dist.all_reduce_sum(((x - s / n) ** 2).sum().reshape(1))[0])
+    return (sq / (n - 1)) ** 0.5
 
 
 def _targets(x: torch.Tensor | None, name: str) -> torch.Tensor:

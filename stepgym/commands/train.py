@@ -10,6 +10,7 @@ No torch at import time: ``stepgym --help`` stays fast.
 from __future__ import annotations
 
 import argparse
+import os
 
 from stepgym.commands._common import add_env_kwargs_option, with_env_kwarg_items
 
@@ -51,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
 
     from steppo.pipeline import train  # checks the env and OUT before any model loads
 
-    console = Console(highlight=False)
+    # under torchrun, rank 0 alone prints (os.environ["RANK"]; unset in one process)
+    console = Console(highlight=False, quiet=os.environ.get("RANK", "0") not in ("", "0"))
     summary = train(cfg, warm_start, console=console)
     first, last = summary.get("eval_success_first"), summary.get("eval_success_last")
     if first is not None and last is not None:
