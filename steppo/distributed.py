@@ -81,6 +81,7 @@ class DistContext:
         self.checkpoint_dir = ""  # where the error line looks for the last checkpoint
         self._store: Any = None
         self._stop_heartbeat = threading.Event()
+        self._heartbeat_thread: threading.Thread | None = None
 
     @property
     def is_main(self) -> bool:
@@ -106,7 +107,8 @@ class DistContext:
         advantages.set_reducer(self.all_reduce_sum)
         try:  # a heartbeat in the launcher's store tells, after a failure, which rank vanished
             self._store = dist.distributed_c10d._get_default_store()
-            threading.Thread(target=self._heartbeat, daemon=True, name="stepgym-heartbeat").start()
+            self._heartbeat_thread = threading.Thread(target=self._heartbeat, daemon=True, name="stepgym-heartbeat")
+            self._heartbeat_thread.start()
         except Exception:  # noqa: BLE001 - the diagnosis is optional
             self._store = None
         with contextlib.suppress(ValueError):  # not the main thread
@@ -116,6 +118,12 @@ class DistContext:
         import torch.distributed as dist
 
         self._stop_heartbeat.set()
+        thread = self._heartbeat_thread
+        if thread is not None:
+            # the store must outlive any call the heartbeat has in flight: a store torn down under a
+            # running call aborts the process ("terminate called without an active exception")
+            thread.join(timeout=2 * _HEARTBEAT_S + 5)
+            self._heartbeat_thread = None
         if self.active and dist.is_initialized():
             from steppo import advantages
 

@@ -91,7 +91,7 @@ def test_serve_and_eval_over_http(capsys, monkeypatch):
     pytest.importorskip("torch")
     pytest.importorskip("uvicorn")
     out = run_here("serve_and_eval.py", "--episodes", "2", "--max-tokens", "4", capsys=capsys, monkeypatch=monkeypatch)
-    assert re.search(r"serving tiny as 'policy' at http://127\.0\.0\.1:\d+/v1", out)
+    assert re.search(r"serving policy at http://127\.0\.0\.1:\d+/v1", out)
     assert re.search(r"openai:policy: success \d+%.*4\.0 tokens/step", out)
     assert re.search(r"expert: success 100%", out)
 
