@@ -255,10 +255,10 @@ class Sampler:
             # transformers >= 5.2x names the argument `cache`; older releases `past_key_values`
             self._cache_kw = "cache" if "cache" in params else "past_key_values"
         out = trunk(input_ids=ids, attention_mask=att, position_ids=pos, use_cache=True, **{self._cache_kw: cache})
-        new_cache = getattr(out, "past_key_values", None)
-        if new_cache is None:
-            new_cache = getattr(out, "cache", cache)
-        return out.last_hidden_state, new_cache
+        # the output field is named like the argument (reading `past_key_values` on a release that
+        # names it `cache` logs a deprecation line on every step)
+        new_cache = out.get(self._cache_kw) if hasattr(out, "get") else getattr(out, self._cache_kw, None)
+        return out.last_hidden_state, cache if new_cache is None else new_cache
 
     # -- prefill ------------------------------------------------------------------------
     def _prefill_all(self, prompts: list[list[int]], sessions: list[Any] | None,
