@@ -244,8 +244,8 @@ def sequence_policy_loss(
         raise InvalidArgument(f"seq_ids: expected an integer tensor of shape ({N},), got {tuple(sid.shape)} {sid.dtype}")
     uniq, inv = torch.unique(sid, return_inverse=True)
     S = uniq.numel()
-    adv_seq = torch.zeros(S, dtype=adv.dtype, device=adv.device).index_reduce_(0, inv, adv, "amax", include_self=False)
-    adv_min = torch.zeros(S, dtype=adv.dtype, device=adv.device).index_reduce_(0, inv, adv, "amin", include_self=False)
+    adv_seq = torch.zeros(S, dtype=adv.dtype, device=adv.device).scatter_reduce_(0, inv, adv, "amax", include_self=False)
+    adv_min = torch.zeros(S, dtype=adv.dtype, device=adv.device).scatter_reduce_(0, inv, adv, "amin", include_self=False)
     if not torch.allclose(adv_seq, adv_min, atol=1e-6):
         raise InvalidArgument("advantages: rows of the same sequence must share one advantage (GSPO)")
     lp = _zero_pad(logprobs.to(_acc_dtype(logprobs)), mask)
