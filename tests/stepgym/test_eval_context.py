@@ -6,12 +6,6 @@ process, serving the tiny model saved with a 512-token context (max_position_emb
 from __future__ import annotations
 
 import json
-import re
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 
 import pytest
 
@@ -19,6 +13,7 @@ import stepgym
 from stepgym.agents import OpenAIAgent
 from stepgym.agents.evaluate import evaluate
 from stepgym.cli import main
+from tests.stepgym.serve_helpers import Server
 
 pytest.importorskip("torch")
 pytest.importorskip("uvicorn")
@@ -36,34 +31,11 @@ def small_context_server(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny512")
     model.save_pretrained(folder)
     tok.save_pretrained(folder)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "stepgym.cli", "serve", "--model", f"hf:{folder}", "--port", "0",
-         "--name", "tiny", "--threads", "1", "--max-new-tokens", "8"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    server = Server("--model", f"hf:{folder}", "--name", "tiny", "--max-new-tokens", "8").wait()
     try:
-        url, lines = None, []
-        deadline = time.monotonic() + 90
-        while url is None and time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            m = re.search(r"at (http://127\.0\.0\.1:\d+/v1)", line)
-            url = m.group(1) if m else None
-        assert url, "server did not start:\n" + "".join(lines)
-        for _ in range(100):  # the socket is bound before uvicorn starts accepting
-            try:
-                urllib.request.urlopen(url.replace("/v1", "/health"), timeout=5)
-                break
-            except (urllib.error.URLError, ConnectionError):
-                time.sleep(0.1)
-        yield url
+        yield server.url
     finally:
-        proc.terminate()
-        proc.wait(timeout=20)
+        server.stop()
 
 
 def test_openai_client_gets_bad_request_for_a_prompt_longer_than_the_context(small_context_server):
