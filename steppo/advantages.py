@@ -356,7 +356,8 @@ def _masked_normalize_reduced(xf: torch.Tensor, m: torch.Tensor, eps: float, shi
     Two passes as in one process (mean first, then squared deviations from the global mean),
     accumulated in float64, so the result matches one process over the union of the batches.
     """
-    assert _REDUCER is not None
+    if _REDUCER is None:  # pragma: no cover - only called while a reducer is set
+        raise RuntimeError("internal error: the distributed normalisation needs a reducer (set_reducer)")
     xz = torch.where(m, xf, torch.zeros_like(xf))
     n, total = _REDUCER(torch.stack([m.sum().double(), xz.double().sum()]).cpu()).tolist()
     if n == 0:
