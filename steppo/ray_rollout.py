@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from stepgym.agents.evaluate import EvalProgress
 from stepgym.errors import InvalidArgument, StepgymError
 from steppo.rollout import InProcessCollector, RolloutBatch, RolloutCollector, SamplingParams
 
@@ -274,7 +275,9 @@ class RayCollector(RolloutCollector):
 
     # -- collection -----------------------------------------------------------------------
     def collect(self, seeds: Sequence[int], group_ids: Sequence[int], params: SamplingParams,
-                traj_id_start: int = 0) -> RolloutBatch:
+                traj_id_start: int = 0, *, on_progress: Callable[[EvalProgress], None] | None = None,
+                ) -> RolloutBatch:
+        """Run the episodes on the workers; ``on_progress`` hears of each shard as it arrives."""
         ray = self._ray
         t_wall = time.perf_counter()
         shards = shard_episodes(seeds, group_ids, self.num_workers)
@@ -301,6 +304,13 @@ class RayCollector(RolloutCollector):
                 i = pending.pop(ref)
                 try:
                     results[i] = ray.get(ref)
+                    if on_progress is not None:
+                        done = [e for b, _ in results.values() for e in b.episodes]
+                        on_progress(EvalProgress(
+                            done=len(done), total=len(seeds), successes=sum(e.success for e in done), errors=0,
+                            steps=sum(len(b.steps) for b, _ in results.values()),
+                            tokens=float(sum(b.generated_tokens for b, _ in results.values())),
+                            tokens_estimated=False, elapsed_s=time.perf_counter() - t_wall))
                 except ray.exceptions.RayActorError as exc:
                     # the actor died: its partial shard never arrived; run the whole shard again
                     if retries[i] >= self.max_retries:

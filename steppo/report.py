@@ -162,10 +162,10 @@ def metrics_line(row: dict[str, Any], iterations: int) -> str:
 
 
 def progress_bar(console: Any, enabled: bool = True):
-    """The rich progress bar of ``stepgym train`` (iterations done, elapsed, remaining)."""
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
-                               TimeElapsedColumn, TimeRemainingColumn)
+    """The progress bar of ``stepgym train`` and ``sft`` (:func:`stepgym.progress.progress_bar`: terminal only).
 
-    return Progress(SpinnerColumn(), TextColumn("[progress.description]{task.description}"), BarColumn(),
-                    MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(), console=console,
-                    disable=not enabled, transient=False)
+    Evaluations that run while it shows join it as a second line (:func:`stepgym.progress.episode_progress`).
+    """
+    from stepgym.progress import progress_bar as bar
+
+    return bar(console, enabled)

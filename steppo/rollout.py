@@ -27,6 +27,7 @@ from typing import Any
 
 import gymnasium as gym
 
+from stepgym.agents.evaluate import EvalProgress
 from stepgym.core import StepRecord
 from stepgym.errors import InvalidArgument
 from stepgym.prompts import ChatPromptBuilder, PromptBuilder
@@ -208,8 +209,13 @@ class RolloutCollector(ABC):
 
     @abstractmethod
     def collect(self, seeds: Sequence[int], group_ids: Sequence[int], params: SamplingParams,
-                traj_id_start: int = 0) -> RolloutBatch:
-        """Run ``len(seeds)`` episodes (episode k uses ``seeds[k]`` and ``group_ids[k]``)."""
+                traj_id_start: int = 0, *, on_progress: Callable[[EvalProgress], None] | None = None,
+                ) -> RolloutBatch:
+        """Run ``len(seeds)`` episodes (episode k uses ``seeds[k]`` and ``group_ids[k]``).
+
+        ``on_progress`` is told where the collection stands (episodes done, successes,
+        tokens/s) as it goes; :func:`stepgym.progress.episode_progress` shows it.
+        """
 
     def close(self) -> None:
         """Release envs / workers."""
@@ -319,7 +325,8 @@ class InProcessCollector(RolloutCollector):
         return self.envs[k]
 
     def collect(self, seeds: Sequence[int], group_ids: Sequence[int], params: SamplingParams,
-                traj_id_start: int = 0) -> RolloutBatch:
+                traj_id_start: int = 0, *, on_progress: Callable[[EvalProgress], None] | None = None,
+                ) -> RolloutBatch:
         if len(seeds) != len(group_ids):
             raise InvalidArgument(f"seeds and group_ids differ in length ({len(seeds)} vs {len(group_ids)})")
         t_wall = time.perf_counter()
@@ -367,6 +374,12 @@ class InProcessCollector(RolloutCollector):
                 self.generator.end_session(ep.index)
                 if pending:
                     start(s)
+            if on_progress is not None:
+                on_progress(EvalProgress(
+                    done=len(batch.episodes), total=len(seeds), successes=sum(e.success for e in batch.episodes),
+                    errors=0, steps=sum(len(e.steps) for e in episodes.values()),
+                    tokens=float(batch.generated_tokens), tokens_estimated=False,
+                    elapsed_s=time.perf_counter() - t_wall))
         self.generator.reset_sessions()  # the weights change before the next collection
         # deterministic order: by episode, then step
         for k in sorted(episodes):

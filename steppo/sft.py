@@ -26,8 +26,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from stepgym.agents.evaluate import EvalProgress
 from stepgym.errors import InvalidArgument
 from stepgym.policy_folder import PolicySettings
+from stepgym.progress import episode_progress
 from steppo.config import SFTConfig, config_to_dict
 from steppo.report import progress_bar
 from steppo.batching import plan_micro_batches
@@ -136,8 +138,12 @@ def sft_train(policy: Policy, data: list[tuple[list[int], list[int]]], *, epochs
 
 
 def evaluate_policy(policy: Policy, env_fn, prompt_builder: ChatPromptBuilder, episodes: int, *, seed_start: int,
-                    max_new_tokens: int, stop_strings: tuple[str, ...], num_envs: int = 8) -> dict[str, float]:
-    """Greedy success / return / length / invalid rate of ``policy`` on seeds ``seed_start ...``."""
+                    max_new_tokens: int, stop_strings: tuple[str, ...], num_envs: int = 8,
+                    on_progress: Callable[[EvalProgress], None] | None = None) -> dict[str, float]:
+    """Greedy success / return / length / invalid rate of ``policy`` on seeds ``seed_start ...``.
+
+    ``on_progress`` hears how the episodes go (:func:`stepgym.progress.episode_progress` shows it).
+    """
     from steppo.sampling import Sampler
     from steppo.rollout import InProcessCollector, LocalGenerator, SamplingParams
 
@@ -145,7 +151,7 @@ def evaluate_policy(policy: Policy, env_fn, prompt_builder: ChatPromptBuilder, e
                              prompt_builder, num_envs)
     try:
         batch = col.collect([seed_start + i for i in range(episodes)], [-1] * episodes,
-                            SamplingParams(max_new_tokens, 1.0, 1.0, greedy=True, seed=0))
+                            SamplingParams(max_new_tokens, 1.0, 1.0, greedy=True, seed=0), on_progress=on_progress)
     finally:
         col.close()
     return batch.metrics("eval")
@@ -173,20 +179,28 @@ def run_sft(cfg: SFTConfig, console: Any = None, eval_episodes: int = 0, eval_se
     eot = policy.tokenizer.convert_tokens_to_ids("<|im_end|>") if "<|im_end|>" in policy.tokenizer.get_vocab() else None
     eos_id = eot if eot is not None else (eos[0] if eos else None)
     base_eval: dict[str, float] = {}
+    timings = {"load": time.perf_counter() - t0}
     if eval_episodes:
-        base_eval = evaluate_policy(policy, env_fn, pb, eval_episodes, seed_start=eval_seed,
-                                    max_new_tokens=cfg.max_new_tokens, stop_strings=cfg.stop_strings)
+        t_eval = time.perf_counter()
+        with episode_progress(console, "eval (held-out) before the warm start", eval_episodes,
+                              cfg.progress) as on_progress:
+            base_eval = evaluate_policy(policy, env_fn, pb, eval_episodes, seed_start=eval_seed,
+                                        max_new_tokens=cfg.max_new_tokens, stop_strings=cfg.stop_strings,
+                                        on_progress=on_progress)
+        timings["eval"] = time.perf_counter() - t_eval
         log(f"before the warm start ({cfg.model}): eval success {base_eval['eval/success_rate']:.2f} "
-            f"invalid-action rate {base_eval['eval/invalid_action_rate']:.2f}")
+            f"invalid-action rate {base_eval['eval/invalid_action_rate']:.2f} "
+            f"({eval_episodes} episodes, {timings['eval']:.1f}s)")
     t_record = time.perf_counter()
     with progress_bar(console, cfg.progress and console is not None) as bar:
         task = bar.add_task("sft: recording expert episodes", total=cfg.episodes)
         data = collect_expert_steps(env_fn, pb, cfg.episodes, cfg.seed, eos_id, noise=cfg.demo_noise,
                                     on_episode=lambda: bar.update(task, advance=1))
-    t_data = time.perf_counter() - t_record
+    t_data = timings["record"] = time.perf_counter() - t_record
     ntok = sum(len(p) + len(t) for p, t in data)
     kind = f"expert episodes (demo noise {cfg.demo_noise:g})" if cfg.demo_noise else "expert episodes"
     log(f"sft: {cfg.episodes} {kind}, {len(data)} steps, {ntok} tokens ({t_data:.1f}s to record)")
+    t_train = time.perf_counter()
     with progress_bar(console, cfg.progress and console is not None) as bar:
         task = bar.add_task("sft: training", total=cfg.epochs * -(-len(data) // cfg.batch_size))
         losses = sft_train(policy, data, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
@@ -194,13 +208,18 @@ def run_sft(cfg: SFTConfig, console: Any = None, eval_episodes: int = 0, eval_se
                            weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm, seed=cfg.seed,
                            log=bar.console.print if console is not None else None,
                            on_step=lambda: bar.update(task, advance=1))
+    timings["train"] = time.perf_counter() - t_train
+    t_save = time.perf_counter()
     os.makedirs(cfg.out, exist_ok=True)
     final = policy.save_pretrained(os.path.join(cfg.out, "policy"), extra=config_to_dict(cfg),
                                    settings=PolicySettings.from_config(cfg))
     res = {"episodes": cfg.episodes, "steps": len(data), "tokens": ntok, "epoch_losses": losses,
            "final_loss": losses[-1] if losses else float("nan"), "seconds": time.perf_counter() - t0,
            "policy": final, "base_eval": base_eval}
+    timings["save"] = time.perf_counter() - t_save
+    res["timings_s"] = timings
     with open(os.path.join(cfg.out, "sft_metrics.json"), "w") as fh:
         json.dump(res, fh, indent=2)
-    log(f"sft: saved {final} in {res['seconds']:.1f}s")
+    log(f"sft: saved {final} ({res['seconds']:.1f}s in all: " + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items())
+        + ")")
     return res

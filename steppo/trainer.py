@@ -42,6 +42,7 @@ import torch
 from stepgym.core import StepRecord
 from stepgym.policy_folder import PolicySettings
 from stepgym.errors import InvalidConfig, StepgymError
+from stepgym.progress import episode_progress
 from steppo import distributed
 from steppo import losses as L
 from steppo import report
@@ -501,10 +502,13 @@ class Trainer:
         seeds = [cfg.eval_seed + i for i in range(n)]
         params = SamplingParams(cfg.max_new_tokens, cfg.eval_temperature or 1.0, 1.0,
                                 greedy=cfg.eval_temperature == 0, seed=cfg.seed + 999_983)
+        # the ranks share the episodes; a live bar (rank 0's console) shows this process's part
+        lo, hi = distributed.shard_seeds(n, 1, self.dist.rank, self.dist.world) if self.dist.active else (0, n)
+        with episode_progress(self.console, "eval (held-out)", hi - lo, cfg.progress) as on_progress:
+            part = self.collector.collect(seeds[lo:hi], [-1] * (hi - lo), params, traj_id_start=-10_000_000 + lo,
+                                          on_progress=on_progress)
         if not self.dist.active:
-            return self.collector.collect(seeds, [-1] * n, params, traj_id_start=-10_000_000).metrics("eval")
-        lo, hi = distributed.shard_seeds(n, 1, self.dist.rank, self.dist.world)  # the ranks share the episodes
-        part = self.collector.collect(seeds[lo:hi], [-1] * (hi - lo), params, traj_id_start=-10_000_000 + lo)
+            return part.metrics("eval")
         return self._global_rollout(part, {}, "eval")[2]
 
     # -- checkpoints --------------------------------------------------------------------------
@@ -571,11 +575,13 @@ class Trainer:
         last_done = self.start_iteration - 1
         with self._ctrl_c_stops_the_run():
             if cfg.eval_before and self.start_iteration == 1 and not run.has_row(0):
+                t_eval = time.perf_counter()
                 row0 = {"iteration": 0, **self.evaluate()}
                 run.log(row0)
                 self.console.print(f"before training: eval success {row0['eval/success_rate']:.2f} "
                                    f"return {row0['eval/episode_return']:.2f} "
-                                   f"steps/ep {row0['eval/episode_length']:.1f}")
+                                   f"steps/ep {row0['eval/episode_length']:.1f} "
+                                   f"({cfg.eval_episodes} episodes, {time.perf_counter() - t_eval:.1f}s)")
             with report.progress_bar(self.console, cfg.progress) as progress:
                 task = progress.add_task("training", total=cfg.iterations, completed=self.start_iteration - 1)
                 for it in range(self.start_iteration, cfg.iterations + 1):

@@ -101,36 +101,6 @@ def _short(text: str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _stats(p: Any) -> str:
-    """The live numbers after the bar: successes, errors, tokens/s."""
-    if p is None:
-        return ""
-    parts = [f"success {p.successes}/{p.done}" if p.done else "success -"]
-    if p.errors:
-        parts.append(f"[red]{p.errors} error(s)[/]")
-    rate = p.tokens_per_s
-    if rate is not None:
-        parts.append(f"{rate:.0f} tok/s")
-    return " | ".join(parts)
-
-
-def progress_bar(console: Any, enabled: bool = True) -> Any:
-    """The live bar of ``stepgym eval``: episodes done / total, successes, errors, tokens/s."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    return Progress(
-        SpinnerColumn(),
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[stats]}"),
-        TimeElapsedColumn(),
-        console=console,
-        disable=not enabled,
-        transient=False,
-    )
-
-
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.markup import escape
@@ -138,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
 
     from stepgym.agents import make_agent
     from stepgym.agents.evaluate import evaluate
+    from stepgym.progress import episode_stats, progress_bar
     from stepgym.registration import resolve_env_id
 
     if args.episodes < 1:
@@ -170,15 +141,14 @@ def run(args: argparse.Namespace) -> int:
         agent.name = label
 
     results = []
-    live = getattr(args, "progress", True) and console.is_terminal
-    with progress_bar(console, live) as progress:
+    with progress_bar(console, getattr(args, "progress", True)) as progress:
         for env_id in env_ids:
             for agent in agents:
                 where = f"{agent.name} on {env_id.split(':')[-1]}"
-                task = progress.add_task(where, total=args.episodes, stats=_stats(None))
+                task = progress.add_task(where, total=args.episodes, stats=episode_stats(None))
 
                 def on_step(p: Any, t: Any = task, where: str = where) -> None:
-                    progress.update(t, completed=p.done, stats=_stats(p))
+                    progress.update(t, completed=p.done, stats=episode_stats(p))
                     for ep in p.finished:
                         if ep.error is not None:
                             # One line per failed episode, as it happens; the run goes on.
