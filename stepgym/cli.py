@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from stepgym.errors import StepgymError
 
 #: Subcommands in the order ``stepgym --help`` shows them.
-COMMANDS: tuple[str, ...] = ("list", "play", "check", "eval", "train", "sft", "serve", "replay", "bench")
+COMMANDS: tuple[str, ...] = ("list", "play", "check", "eval", "train", "sft", "serve", "serve-env", "replay", "bench")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -36,10 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"stepgym {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
+        module = f"stepgym.commands.{name.replace('-', '_')}"  # serve-env lives in serve_env.py
         try:
-            mod = importlib.import_module(f"stepgym.commands.{name}")
+            mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:
-            if exc.name != f"stepgym.commands.{name}":
+            if exc.name != module:
                 raise
             continue
         # argparse %-formats help strings: "95% CI" must not break `stepgym --help`.
