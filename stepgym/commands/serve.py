@@ -1,4 +1,10 @@
-"""``stepgym serve``: an OpenAI-compatible chat-completions endpoint over a local model or checkpoint.
+"""``stepgym serve``: an OpenAI-compatible server over a local model or checkpoint.
+
+Endpoints (see :mod:`stepgym.serving`): ``/v1/chat/completions`` (content streamed token by
+token), ``/v1/completions`` (token ids in, token ids and log-probs out, as vLLM serves it),
+``/v1/models``, and the runtime weight updates ``/v1/load_lora_adapter``,
+``/v1/unload_lora_adapter`` (vLLM's) and ``/update_weights_from_disk`` (SGLang's) that
+``stepgym train --generator openai:MODEL@URL`` uses.
 
 It prints ``serving MODEL_ID at http://HOST:PORT/v1`` once it listens (``MODEL_ID`` is
 ``--name``, else the ``--model`` spec: what clients send as ``"model"`` and what
@@ -17,7 +23,8 @@ import time
 
 from stepgym.errors import DependencyNotInstalled, InvalidArgument
 
-HELP = "serve a local model or training checkpoint as an OpenAI-compatible /v1/chat/completions endpoint"
+HELP = ("serve a local model or training checkpoint as an OpenAI-compatible server (/v1/chat/completions, "
+        "/v1/completions with token ids, weight updates)")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
