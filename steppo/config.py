@@ -122,7 +122,9 @@ class CommonConfig:
     lora_r: int = _f(0, "LoRA rank (0 = full fine-tuning; needs the 'lora' extra: peft)", min=0)
     lora_alpha: int = _f(16, "LoRA alpha", min=1)
     device: str = _f("auto", "torch device: 'auto' (cuda if available), 'cpu', 'cuda', 'cuda:N', 'mps'")
-    dtype: str = _f("float32", "model dtype", choices=("float32", "bfloat16", "float16"))
+    dtype: str = _f("float32", "compute dtype: 'bfloat16' keeps float32 weights and optimizer state and runs the "
+                               "forward/backward passes and sampling under torch.autocast (mixed precision; "
+                               "docs/scaling.md)", choices=("float32", "bfloat16", "float16"))
     threads: int = _f(0, "torch CPU threads (0 = torch's default)", min=0)
     progress: bool = _f(True, "show the rich progress bar and live metrics")
 
@@ -207,6 +209,12 @@ class TrainConfig(CommonConfig):
                                  "process; needs the 'ray' extra; see docs/training.md)", min=0)
     ray_address: str = _f("", "Ray cluster for --rollout-workers (empty = start a local one; 'auto' or "
                               "'ray://host:port' joins a running cluster)")
+    async_rollout: bool = _f(False, "collect iteration k+1's episodes in a background thread, with a copy of the "
+                                    "weights, while iteration k updates (one policy version of lag; the update "
+                                    "uses the learner's recomputed old log-probs; docs/training.md)")
+    recompute_logprobs: bool = _f(False, "always recompute the rollout's old log-probs with the learner's weights "
+                                         "(one no-grad pass before the first epoch); done anyway when the "
+                                         "generator's log-probs are not exact (bfloat16, --async-rollout)")
     speculate: int = _f(0, "prompt-lookup speculative decoding: up to K draft tokens per forward pass, copied from "
                            "the prompt (same sampling distribution, exact log-probs; 0 = off)", min=0, max=16)
     temperature: float = _f(1.0, "sampling temperature of rollouts (log-probs are of the tempered policy)", min=1e-3)

@@ -50,7 +50,8 @@ def build_policy(cfg: CommonConfig, critic: str = "none", *, temperature: float 
     """Load ``cfg.model`` (or ``cfg.init`` when set) as a :class:`Policy` with a ``critic`` head.
 
     Args:
-        cfg: any config (RL or SFT): model, init, seed, dtype, device, LoRA and frozen layers.
+        cfg: any config (RL or SFT): model, init, seed, dtype (the autocast dtype; weights stay
+            float32), device, LoRA and frozen layers.
         critic: ``"none"``, ``"shared"`` (a value head on the trunk) or ``"separate"``.
         temperature: the sampling temperature the log-probs are taken at.
         for_reference: a frozen copy without critic or LoRA (the KL reference).
@@ -58,12 +59,16 @@ def build_policy(cfg: CommonConfig, critic: str = "none", *, temperature: float 
     from steppo.models import load_model
 
     spec = resolve_init(cfg.init) if cfg.init else cfg.model
-    lm, tok = load_model(spec, seed=cfg.seed, dtype=getattr(torch, cfg.dtype))
+    # bfloat16/float16: mixed precision. The weights (and so AdamW's state) stay float32, the
+    # forward/backward passes run under torch.autocast; bf16 weights with a bf16 optimizer lose
+    # small updates (docs/benchmarks.md, "Precision").
+    lm, tok = load_model(spec, seed=cfg.seed, dtype=torch.float32)
     if cfg.lora_r and not for_reference:
         from steppo.models import apply_lora
 
         lm = apply_lora(lm, r=cfg.lora_r, alpha=cfg.lora_alpha)
-    pol = Policy(lm, tok, critic="none" if for_reference else critic, temperature=temperature)
+    pol = Policy(lm, tok, critic="none" if for_reference else critic, temperature=temperature,
+                 autocast_dtype=None if cfg.dtype == "float32" else getattr(torch, cfg.dtype))
     if cfg.init and not for_reference and critic != "none":
         pol.load_critic_from(spec)
     if for_reference:

@@ -17,6 +17,7 @@ packing of steps in :mod:`steppo.batching`.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 from dataclasses import dataclass
@@ -106,8 +107,12 @@ class Policy(nn.Module):
         ((1, 2), (1,))
     """
 
-    def __init__(self, lm: nn.Module, tokenizer: Any, critic: str = "shared", temperature: float = 1.0):
+    def __init__(self, lm: nn.Module, tokenizer: Any, critic: str = "shared", temperature: float = 1.0,
+                 autocast_dtype: torch.dtype | None = None):
         super().__init__()
+        #: forward passes (scoring, sampling) run under ``torch.autocast`` in this dtype when set;
+        #: the weights and the optimizer state stay in their own dtype (float32: mixed precision)
+        self.autocast_dtype = autocast_dtype
         if critic not in ("shared", "separate", "none"):
             raise InvalidArgument(f"critic must be 'shared', 'separate' or 'none', got {critic!r}")
         self.lm = lm
@@ -140,6 +145,28 @@ class Policy(nn.Module):
     @property
     def device(self) -> torch.device:
         return next(self.lm.parameters()).device
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """The dtype the forward passes compute in: the autocast dtype, else the weights' dtype."""
+        return self.autocast_dtype or next(self.lm.parameters()).dtype
+
+    def compute_context(self) -> Any:
+        """``torch.autocast`` in :attr:`autocast_dtype` on the policy's device (a no-op context when unset).
+
+        Example:
+            >>> from steppo.models import load_model
+            >>> lm, tok = load_model("tiny")
+            >>> pol = Policy(lm, tok, autocast_dtype=torch.bfloat16)
+            >>> with pol.compute_context():
+            ...     pol.score([[1, 2, 3]], [[4, 5]]).logprobs.dtype
+            torch.float32
+            >>> pol.compute_dtype
+            torch.bfloat16
+        """
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
     def freeze_all_but_last(self, k: int) -> None:
         """Train only the last ``k`` transformer blocks (+ final norm) of the LM.
@@ -175,7 +202,8 @@ class Policy(nn.Module):
     def value_from_hidden(self, h: torch.Tensor) -> torch.Tensor:
         if self.value_head is None:  # invariant, not user input
             raise RuntimeError('internal error: self.value_head is None')
-        return self.value_head(h.float()).squeeze(-1)
+        with torch.autocast(h.device.type, enabled=False):  # the value head stays in float32
+            return self.value_head(h.float()).squeeze(-1)
 
     # -- teacher forcing -------------------------------------------------------------
     def score(self, prompts: list[list[int]], responses: list[list[int]], *, values: str = "none",
@@ -192,6 +220,11 @@ class Policy(nn.Module):
             pack: run steps that continue one another (see :func:`pack_steps`) as one
                 sequence; the outputs are the same, the forward pass is shorter.
         """
+        with self.compute_context():
+            return self._score(prompts, responses, values=values, entropy=entropy, logprobs=logprobs, pack=pack)
+
+    def _score(self, prompts: list[list[int]], responses: list[list[int]], *, values: str,
+               entropy: bool, logprobs: bool, pack: bool) -> ScoreOutput:
         dev = self.device
         n = len(prompts)
         if pack and n > 1:
@@ -258,7 +291,8 @@ class Policy(nn.Module):
                 return self.score(prompts, [[] for _ in prompts], values="step", logprobs=False).step_values.cpu()
             # shared trunk: read the hidden state of the last prompt token
             ids, att, pos, _, _ = pad_steps(prompts, [[] for _ in prompts], self.pad_id, self.device)
-            hidden = self.trunk(input_ids=ids, attention_mask=att, use_cache=False).last_hidden_state
+            with self.compute_context():
+                hidden = self.trunk(input_ids=ids, attention_mask=att, use_cache=False).last_hidden_state
             h = hidden.gather(1, pos[:, :1].unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))[:, 0]
             return self.value_from_hidden(h).cpu()
         finally:

@@ -65,6 +65,10 @@ class Generator(ABC):
     """
 
     tokenizer: Any
+    #: the log-probs returned are those the learner computes for the same tokens (to float32
+    #: round-off). A backend whose are not (another precision, another engine, other weights)
+    #: sets False, and the trainer then recomputes the old log-probs with its own weights.
+    logprobs_exact: bool = True
 
     @abstractmethod
     def generate(self, prompts: list[list[int]], params: SamplingParams,
@@ -126,6 +130,13 @@ class LocalGenerator(Generator):
         self.batch_size = batch_size
         self._gen = torch.Generator(device="cpu")
         self._gen.manual_seed(0)
+
+    @property  # type: ignore[override]
+    def logprobs_exact(self) -> bool:
+        """True when the policy computes in float32 (bf16 sampling differs from the learner's pass)."""
+        import torch
+
+        return self.sampler.policy.compute_dtype == torch.float32
 
     def set_seed(self, seed: int) -> None:
         self._gen.manual_seed(int(seed))

@@ -29,8 +29,10 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import copy
 import random
 import signal
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
@@ -131,6 +133,9 @@ class Trainer:
         #: set by Ctrl-C: the iteration in progress ends, a checkpoint is written, the run stops
         self.stop_requested = False
         self._setup_done = False
+        #: async_rollout: the next iteration's collection running in the background, and its stop signal
+        self._pending: _PendingRollout | None = None
+        self._cancel = threading.Event()
 
     # -- setup ------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -158,10 +163,15 @@ class Trainer:
         if self.policy.critic_parameters():
             groups.append({"params": self.policy.critic_parameters(), "lr": cfg.critic_lr or cfg.lr * 10})
         self.optimizer = adamw(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        self.sampler = Sampler(self.policy, stop_strings=cfg.stop_strings, speculate=cfg.speculate)
-        # a shared value head is read for free while sampling
-        gen_values = self.algo.critic if critic_head == "shared" else "none"
+        #: the weights the sampler runs: the policy itself, or under mixed precision a copy of its LM
+        #: in the compute dtype, refreshed before each collection (autocast would cast every weight
+        #: again at every decode step: 0.08x of float32's tokens/s on CPU, docs/benchmarks.md "Precision")
+        self.sample_policy = self._low_precision_copy() if self.policy.autocast_dtype is not None else self.policy
+        self.sampler = Sampler(self.sample_policy, stop_strings=cfg.stop_strings, speculate=cfg.speculate)
+        # a shared value head is read for free while sampling (by the learner's own weights only)
+        gen_values = self.algo.critic if critic_head == "shared" and self.sample_policy is self.policy else "none"
         generator = LocalGenerator(self.sampler, values=gen_values, batch_size=cfg.num_envs, reuse_cache=cfg.kv_reuse)
+        self.generator: Any = generator
         prompts = ChatPromptBuilder(self.policy.tokenizer, cfg.max_history_turns, cfg.max_prompt_tokens,
                                     history_stride=cfg.history_stride)
         if cfg.rollout_workers:  # Ray actors with their own envs and policy replicas (steppo.ray_rollout)
@@ -173,12 +183,52 @@ class Trainer:
             self.collector = InProcessCollector(env_fn, generator, prompts, cfg.num_envs,
                                                 should_stop=lambda: self.stop_requested,
                                                 read_bootstrap=has_critic and cfg.bootstrap_truncated)
+        if cfg.async_rollout:
+            self._setup_async(env_fn, has_critic)
         self.run_dir.create(config_to_dict(cfg), resume=cfg.resume, overwrite=cfg.overwrite)
         if cfg.resume:
             self._resume()
         if cfg.tensorboard:
             self.run_dir.open_tensorboard(purge_step=self.start_iteration)
         self._setup_done = True
+
+    def _low_precision_copy(self) -> Policy:
+        """A frozen copy of the policy whose LM holds its weights in the autocast dtype (the value head stays float32)."""
+        pol = copy.deepcopy(self.policy)
+        pol.lm.to(self.policy.autocast_dtype)
+        pol.autocast_dtype = None
+        for p in pol.parameters():
+            p.requires_grad_(False)
+        return pol.eval()
+
+    def refresh_sampling_weights(self) -> None:
+        """Copy the learner's weights into the sampler's low-precision copy (no-op without one)."""
+        if self.sample_policy is not self.policy:
+            self.sample_policy.load_state_dict(self.policy.state_dict())
+
+    def _setup_async(self, env_fn: Any, has_critic: bool) -> None:
+        """The background collector of ``async_rollout``: a frozen copy of the policy, its own sampler and envs."""
+        cfg = self.cfg
+        if cfg.rollout_workers:
+            raise InvalidConfig("async_rollout", True, "false with --rollout-workers (Ray workers collect with the "
+                                                       "driver's weights); use one of the two")
+        if self.dist.active:
+            raise InvalidConfig("async_rollout", True, "false under torchrun (each rank would need its own "
+                                                       "background collector; not supported yet)")
+        #: the behaviour policy: a copy whose weights are refreshed from the learner's before each collection
+        self.behaviour = copy.deepcopy(self.sample_policy)
+        for p in self.behaviour.parameters():
+            p.requires_grad_(False)
+        self.behaviour.eval()
+        self.behaviour_sampler = Sampler(self.behaviour, stop_strings=cfg.stop_strings, speculate=cfg.speculate)
+        # no values from the stale copy: the critic's V(s_t) and V(s_T+1) come from the learner's weights
+        generator = LocalGenerator(self.behaviour_sampler, values="none", batch_size=cfg.num_envs,
+                                   reuse_cache=cfg.kv_reuse)
+        prompts = ChatPromptBuilder(self.behaviour.tokenizer, cfg.max_history_turns, cfg.max_prompt_tokens,
+                                    history_stride=cfg.history_stride)
+        self.async_collector = InProcessCollector(env_fn, generator, prompts, cfg.num_envs,
+                                                  should_stop=lambda: self.stop_requested or self._cancel.is_set(),
+                                                  read_bootstrap=has_critic and cfg.bootstrap_truncated)
 
     # -- one iteration --------------------------------------------------------------------
     def iteration_seeds(self, it: int) -> tuple[list[int], list[int]]:
@@ -191,11 +241,11 @@ class Trainer:
         groups = [it * 100_000 + g for g in range(len(tasks)) for _ in range(G)]
         return seeds, groups
 
-    def run_iteration(self, it: int) -> dict[str, Any]:
-        """Collect -> advantages -> epochs of minibatch updates -> one metrics row."""
+    def collect(self, it: int, collector: Any = None, sampler: Sampler | None = None,
+                ) -> tuple[RolloutBatch, dict[str, int]]:
+        """Iteration ``it``'s episodes (this rank's share) and the sampler's counter increments."""
         cfg = self.cfg
-        t0 = time.perf_counter()
-        self.dist.what = f"iteration {it}"
+        collector, sampler = collector or self.collector, sampler or self.sampler
         seeds, groups = self.iteration_seeds(it)
         # distributed: this rank's whole groups; its own sampling stream (rank 0 samples as one process)
         lo, hi = distributed.shard_seeds(len(seeds), cfg.group_size, self.dist.rank, self.dist.world)
@@ -203,13 +253,64 @@ class Trainer:
         params = SamplingParams(cfg.max_new_tokens, cfg.temperature, cfg.top_p,
                                 seed=int(np.random.default_rng([cfg.seed, it, 3] + ([self.dist.rank] if self.dist.rank
                                                                                      else [])).integers(2**31)))
-        counters0 = _sampler_counters(self.sampler)
-        rollout = self.collector.collect(seeds, groups, params, traj_id_start=it * cfg.episodes_per_iteration + lo)
+        if collector is self.collector:
+            self.refresh_sampling_weights()
+        counters0 = _sampler_counters(sampler)
+        rollout = collector.collect(seeds, groups, params, traj_id_start=it * cfg.episodes_per_iteration + lo)
+        return rollout, {k: v - counters0[k] for k, v in _sampler_counters(sampler).items()}
+
+    def _rollout_for(self, it: int) -> tuple[RolloutBatch, dict[str, int], int]:
+        """Iteration ``it``'s rollout, its counters and the policy version that sampled it.
+
+        The weights after iteration k's update are version k. In sync mode iteration ``it``
+        samples with version ``it - 1``, the weights it then updates. With ``async_rollout`` the
+        rollout was started in the background before iteration ``it - 1``'s update, with version
+        ``it - 2`` (one version of lag); the first iteration of a run (or of a resumed run) is
+        collected in the foreground.
+        """
+        pending, self._pending = self._pending, None
+        if pending is not None and pending.iteration == it:
+            rollout, counters = pending.result()
+            version = pending.version
+        else:
+            if pending is not None:
+                self._discard(pending)
+            rollout, counters = self.collect(it)
+            version = it - 1
+        for s in rollout.steps:
+            s.info["policy_version"] = version
+        return rollout, counters, version
+
+    def _start_background(self, it: int) -> None:
+        """Start collecting iteration ``it`` with a copy of the current weights (version ``it - 2``)."""
+        self.behaviour.load_state_dict(self.policy.state_dict())
+        self._cancel.clear()
+        self._pending = _PendingRollout(it, it - 2, lambda: self.collect(it, self.async_collector,
+                                                                           self.behaviour_sampler))
+
+    def _discard(self, pending: _PendingRollout | None) -> None:
+        """Stop a background collection and drop what it collected (Ctrl-C, end of run, budget reached)."""
+        if pending is None:
+            return
+        self._cancel.set()
+        pending.thread.join()
+        self._cancel.clear()
+
+    def run_iteration(self, it: int) -> dict[str, Any]:
+        """Collect -> advantages -> epochs of minibatch updates -> one metrics row."""
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        self.dist.what = f"iteration {it}"
+        rollout, counters, version = self._rollout_for(it)
+        wait_s = time.perf_counter() - t0
         if self.dist.any(self.stop_requested):
             raise Interrupted()
-        counters = {k: v - counters0[k] for k, v in _sampler_counters(self.sampler).items()}
+        if cfg.async_rollout and it < cfg.iterations and not self.stop_requested:
+            self._start_background(it + 1)  # collects while this iteration updates
         total, n_steps, charts, counters = self._global_rollout(rollout, counters)
         row: dict[str, Any] = {"iteration": it, **charts}
+        # versions between the rollout's sampling weights and the weights the update starts from
+        row["charts/policy_lag"] = (it - 1) - version
         row.update(self.update(rollout, it))
         self.env_steps += n_steps
         self.episodes_done += len(total.episodes)
@@ -218,6 +319,7 @@ class Trainer:
         row["charts/response_tokens"] = total.generated_tokens / max(1, n_steps)
         row["perf/tokens_per_s"] = total.generated_tokens / max(total.generation_s, 1e-9)
         row["perf/rollout_s"] = total.wall_s
+        row["perf/rollout_wait_s"] = wait_s  # the time the learner waited for its rollout
         # share of prompt tokens served from KV caches instead of prefilled (kv_reuse, shared prefixes)
         row["perf/prompt_cache_hit"] = counters["reused_tokens"] / max(
             1, counters["reused_tokens"] + counters["prefilled_tokens"])
@@ -239,6 +341,13 @@ class Trainer:
         step_values, token_values = self.critic_values(steps)
         batch, advantages = compute_advantages(cfg, steps, step_values=step_values, token_values=token_values,
                                                bootstrap=self.bootstrap_values(steps))
+        mismatch: dict[str, float] = {}
+        if self.uses_learner_logprobs():  # the PPO ratio's denominator: the learner's own log-probs
+            t1 = time.perf_counter()
+            learner = self.learner_logprobs(steps, batch.mask.shape[1])
+            mismatch = self._logprob_mismatch(learner, batch.old_logprobs, batch.mask)
+            mismatch["perf/logprob_recompute_s"] = time.perf_counter() - t1
+            batch.old_logprobs = learner
         b_ref_logprobs = self.reference_logprobs(steps, batch.mask.shape[1]) if self.ref is not None else None
         loss_fn = get_policy_loss(self.algo.policy_loss)
         clip_low, clip_high = cfg.clip_range()
@@ -276,6 +385,7 @@ class Trainer:
         dt = time.perf_counter() - t0
         out["perf/update_s"] = dt
         out["perf/update_tokens_per_s"] = tokens / max(dt, 1e-9)
+        out.update(mismatch)
         if self.dist.active:
             out["charts/advantage_std"] = _global_std(self.dist, advantages.step)
         else:
@@ -482,6 +592,43 @@ class Trainer:
             boot.update({s.traj_id: float(v) for s, v in zip(missing, values)})
         return boot
 
+    def uses_learner_logprobs(self) -> bool:
+        """Whether the update's old log-probs are recomputed by the learner rather than taken from the rollout.
+
+        True when forced (``recompute_logprobs``), in ``async_rollout`` (the rollout's weights are
+        one version behind) and when the generator says its log-probs are not exact (bf16, a server).
+        """
+        cfg = self.cfg
+        return bool(cfg.recompute_logprobs or cfg.async_rollout or not self.generator.logprobs_exact)
+
+    def learner_logprobs(self, steps: Sequence[StepRecord], width: int) -> torch.Tensor:
+        """``[M, width]`` log-probs of the responses under the current weights (one no-grad pass, eval mode)."""
+        out = torch.zeros((len(steps), width))
+        mb = self.cfg.micro_batch_size
+        was = self.policy.training
+        self.policy.eval()
+        try:
+            with torch.no_grad():
+                for k in range(0, len(steps), mb):
+                    chunk = steps[k:k + mb]
+                    lp = self.policy.score([s.prompt_ids for s in chunk], [s.response_ids for s in chunk]).logprobs
+                    out[k:k + len(chunk), : lp.shape[1]] = lp.float().cpu()
+        finally:
+            self.policy.train(was)
+        return out
+
+    def _logprob_mismatch(self, learner: torch.Tensor, rollout: torch.Tensor, mask: torch.Tensor,
+                          ) -> dict[str, float]:
+        """Mean and max |learner - rollout| per-token log-prob over the response tokens (all ranks)."""
+        diff = (learner - rollout).abs() * mask
+        total = torch.stack([diff.sum().double(), mask.sum().double()])
+        biggest = float(diff.max()) if diff.numel() else 0.0
+        if self.dist.active:
+            total = self.dist.all_reduce_sum(total)
+            biggest = -self.dist.all_reduce_min(-biggest)
+        return {"perf/logprob_mismatch": float(total[0] / total[1].clamp(min=1.0)),
+                "perf/logprob_mismatch_max": biggest}
+
     def reference_logprobs(self, steps: Sequence[StepRecord], width: int) -> torch.Tensor:
         """``[M, width]`` log-probs of the responses under the frozen reference policy (KL)."""
         if self.ref is None:
@@ -502,6 +649,7 @@ class Trainer:
         seeds = [cfg.eval_seed + i for i in range(n)]
         params = SamplingParams(cfg.max_new_tokens, cfg.eval_temperature or 1.0, 1.0,
                                 greedy=cfg.eval_temperature == 0, seed=cfg.seed + 999_983)
+        self.refresh_sampling_weights()
         # the ranks share the episodes; a live bar (rank 0's console) shows this process's part
         lo, hi = distributed.shard_seeds(n, 1, self.dist.rank, self.dist.world) if self.dist.active else (0, n)
         with episode_progress(self.console, "eval (held-out)", hi - lo, cfg.progress) as on_progress:
@@ -605,9 +753,13 @@ class Trainer:
                         break
         if last_done >= 1 and (last_done >= self.start_iteration or interrupted or last_done == cfg.iterations):
             self.save_checkpoint(last_done)
+        pending, self._pending = self._pending, None
+        self._discard(pending)  # a rollout for an iteration that will not run (budget, Ctrl-C)
         summary = run.finish(f"{cfg.algo} on {cfg.env}", {"iterations_done": last_done, "interrupted": interrupted,
                                                           "algo": cfg.algo}, console=self.console)
         self.collector.close()
+        if cfg.async_rollout:
+            self.async_collector.close()
         return summary
 
     @contextlib.contextmanager
@@ -629,6 +781,32 @@ class Trainer:
             yield
         finally:
             signal.signal(signal.SIGINT, previous)
+
+
+class _PendingRollout:
+    """One background collection (``async_rollout``): a thread running ``work`` for ``iteration``."""
+
+    def __init__(self, iteration: int, version: int, work: Any):
+        self.iteration = iteration
+        self.version = version
+        self._out: Any = None
+        self._error: BaseException | None = None
+
+        def run() -> None:
+            try:
+                self._out = work()
+            except BaseException as exc:  # re-raised in the learner's thread by result()
+                self._error = exc
+
+        self.thread = threading.Thread(target=run, name=f"rollout-{iteration}", daemon=True)
+        self.thread.start()
+
+    def result(self) -> Any:
+        """Wait for the collection; its rollout and counters (or its exception, raised here)."""
+        self.thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._out
 
 
 def _sampler_counters(sampler: Sampler) -> dict[str, int]:

@@ -49,6 +49,32 @@ def load_causal_lm(spec: str, *, dtype: Any = None) -> tuple[Any, Any]:
     return load_model(spec, dtype=dtype) if dtype is not None else load_model(spec)
 
 
+_DTYPES = ("float32", "bfloat16", "float16")
+
+
+def place_model(model: Any, device: str | None = None, dtype: str | None = None) -> Any:
+    """Move ``model`` to ``device`` (``"auto"``: cuda when available) and cast it to ``dtype`` (a name).
+
+    ``None`` leaves either as it is. A CUDA device on a machine without one is a clear error.
+
+    Example:
+        >>> import torch
+        >>> m = place_model(torch.nn.Linear(2, 2), "cpu", "bfloat16")
+        >>> m.weight.dtype, m.weight.device.type
+        (torch.bfloat16, 'cpu')
+    """
+    torch = _require_torch()
+    if dtype is not None and dtype not in _DTYPES:
+        raise InvalidConfig("dtype", dtype, "one of " + ", ".join(repr(d) for d in _DTYPES))
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device is not None and device.startswith("cuda") and not torch.cuda.is_available():
+        raise InvalidConfig("device", device, "'cpu' or 'auto' (no CUDA device is available here)")
+    if device is not None or dtype is not None:
+        model.to(device=device, dtype=None if dtype is None else getattr(torch, dtype))
+    return model
+
+
 class TransformersAgent(BaseAgent):
     """A local causal LM as an agent: chat template, sampling settings, batched generation.
 
@@ -74,7 +100,10 @@ class TransformersAgent(BaseAgent):
         max_prompt_tokens: prompt tokens kept at most (default: context size minus
             ``max_new_tokens``).
         seed: seeds torch's RNG once, for reproducible sampling.
-        device: ``"cpu"``, ``"cuda"``...; default: where the model already is.
+        device: ``"cpu"``, ``"cuda"``, ``"auto"`` (cuda when available)...; default: where the
+            model already is.
+        dtype: ``"float32"``, ``"bfloat16"`` or ``"float16"``: cast the weights (inference only);
+            default: as loaded (float32).
         name: label in tables (default ``hf:<name of the model>``).
 
     Example:
@@ -102,6 +131,7 @@ class TransformersAgent(BaseAgent):
         max_prompt_tokens: int | None = None,
         seed: int | None = None,
         device: str | None = None,
+        dtype: str | None = None,
         name: str | None = None,
     ) -> None:
         super().__init__()
@@ -129,8 +159,7 @@ class TransformersAgent(BaseAgent):
             raise InvalidArgument("TransformersAgent needs the tokenizer when given a model object")
         self.model = model
         self.tokenizer = tokenizer
-        if device is not None:
-            self.model.to(device)
+        place_model(self.model, device, dtype)
         self.model.eval()
         self.max_new_tokens = max_new_tokens
         self.temperature = float(temperature)

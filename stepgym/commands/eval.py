@@ -68,6 +68,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--threads", type=int, default=None, help="torch CPU threads for local model agents (default: torch's choice)"
     )
+    p.add_argument(
+        "--device", default=None, help="torch device of hf:/checkpoint: agents: cpu, cuda, cuda:N, auto (default: cpu)"
+    )
+    p.add_argument(
+        "--dtype",
+        default=None,
+        choices=("float32", "bfloat16", "float16"),
+        help="weights of hf:/checkpoint: agents (default: float32; bfloat16 halves memory, fast on GPUs)",
+    )
     add_env_kwargs_option(p)
 
 
@@ -88,6 +97,8 @@ def _agent_kwargs(spec: str, args: argparse.Namespace) -> dict[str, Any]:
             kw["max_tokens" if kind == "openai" else "max_new_tokens"] = args.max_new_tokens
         if kind == "openai" and args.max_context is not None:
             kw["max_context"] = args.max_context
+        if kind != "openai":
+            kw.update({k: v for k in ("device", "dtype") if (v := getattr(args, k, None)) is not None})
     elif kind == "random":
         kw["seed"] = args.seed
     return kw

@@ -60,7 +60,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "setting, else 512)",
     )
     p.add_argument("--temperature", type=float, default=0.7, help="temperature when a request sets none")
-    p.add_argument("--device", default=None, help="torch device, e.g. cuda or cpu (default: where the model loads)")
+    p.add_argument("--device", default=None, help="torch device: cpu, cuda, cuda:N, auto (default: where the model loads)")
+    p.add_argument(
+        "--dtype",
+        default=None,
+        choices=("float32", "bfloat16", "float16"),
+        help="cast the weights (default: float32; bfloat16 halves memory, fast on GPUs)",
+    )
     p.add_argument(
         "--batch-size",
         type=int,
@@ -103,6 +109,8 @@ def run(args: argparse.Namespace) -> int:
         raise InvalidArgument("--name must not be empty")
     console.print(f"[dim]loading {args.model} ...[/]", soft_wrap=True)
     settings: dict = {"temperature": args.temperature, "device": args.device, "batch_size": args.batch_size}
+    if getattr(args, "dtype", None) is not None:
+        settings["dtype"] = args.dtype
     if args.max_new_tokens is not None:
         if args.max_new_tokens < 1:
             raise InvalidArgument(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")

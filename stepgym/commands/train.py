@@ -30,6 +30,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     # -k KEY=VALUE as in eval/play (the config's own --env-kwargs JSON option is the other spelling)
     add_env_kwargs_option(p, dest="_env_kwarg_items", json_option=False)
     add_config_arguments(p, (StepPOConfig, GRPOConfig))
+    p.add_argument("--async", dest="async_rollout", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                   help="the short spelling of --async-rollout")
 
 
 def run(args: argparse.Namespace) -> int:

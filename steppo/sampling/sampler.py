@@ -156,11 +156,12 @@ class Sampler:
         was_training = pol.training
         pol.eval()
         try:
-            h, st = self._prefill_all(prompts, sessions, max_new_tokens)
-            st.params = SamplingParams(T, top_p, greedy, generator)
-            st.want_values = values != "none" and pol.critic_kind == "shared"
-            if max_new_tokens > 0:
-                self._decode(st, h)
+            with pol.compute_context():  # mixed precision: the policy's autocast dtype, if any
+                h, st = self._prefill_all(prompts, sessions, max_new_tokens)
+                st.params = SamplingParams(T, top_p, greedy, generator)
+                st.want_values = values != "none" and pol.critic_kind == "shared"
+                if max_new_tokens > 0:
+                    self._decode(st, h)
         finally:
             pol.train(was_training)
         return [self._generation(st, i) for i in range(len(prompts))]
