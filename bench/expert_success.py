@@ -1,4 +1,4 @@
-"""Expert success of the puzzle and game envs, as stated in their cards (docs/envs/*.md).
+"""Expert success of the puzzle, game and errand envs, as stated in their cards (docs/envs/*.md).
 
 Usage:
     python bench/expert_success.py            # every configuration below
@@ -40,6 +40,10 @@ CONFIGS: list[tuple[str, int, dict[str, Any]]] = [
     ("stepgym/ConnectFour-v0", 500, {"mistake_prob": 0.2}),
     ("stepgym/Negotiation-v0", 1000, {}),
     ("stepgym/Negotiation-v0", 300, {"n_items": 5, "max_rounds": 10}),
+    ("stepgym/Errands-v0", 1000, {"difficulty": "easy"}),
+    ("stepgym/Errands-v0", 500, {"difficulty": "medium"}),
+    ("stepgym/Errands-v0", 300, {"difficulty": "hard"}),
+    ("stepgym/Errands-v0", 300, {"difficulty": "hard", "note": False, "max_steps": 60}),
 ]
 
 CLASSIC_LAKE = ["SFFF", "FHFH", "FFFH", "HFFG"]

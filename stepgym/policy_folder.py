@@ -9,6 +9,16 @@ that ``AutoModelForCausalLM.from_pretrained`` loads as is, plus:
 * ``value_head.pt`` and ``critic/critic_trunk.pt`` — the critic, when the trainer has one
   (written from the ``state_dicts`` argument; agents ignore them).
 
+The weights of a model trained with frozen layers (``--train-layers K``) are two safetensors
+files of one sharded checkpoint (``model.safetensors.index.json`` maps each tensor to its
+file, as for any sharded Hugging Face model): :data:`FROZEN_WEIGHTS_FILE` holds the frozen
+tensors, :data:`TRAINED_WEIGHTS_FILE` the trained ones. When the folder the model started
+from (``base``, e.g. the warm start that ``--init`` names) has a frozen file with the same
+tensors, the new folder hard-links it instead of writing the same bytes again: ``stepgym
+train`` after a warm start stores the frozen layers once. Each folder stays complete
+(``cp -r policy elsewhere`` copies every byte, and deleting the other folder leaves it whole);
+where the file system has no hard links the file is written as usual.
+
 The same token ids must become the same action text in training and in evaluation, or the
 env sees different actions: :func:`decode_action` is that one decoding, used by the
 trainer's sampler and by the model agents. It keeps special tokens (a chat model's
@@ -41,6 +51,8 @@ __all__ = [
     "CONFIG_FILE",
     "VALUE_HEAD_FILE",
     "CRITIC_TRUNK_FILE",
+    "FROZEN_WEIGHTS_FILE",
+    "TRAINED_WEIGHTS_FILE",
     "PolicySettings",
     "DecodedAction",
     "write_policy_folder",
@@ -57,6 +69,11 @@ CONFIG_FILE = "steppo_config.json"
 #: Critic weights, relative to the folder (``torch.save`` of a state dict).
 VALUE_HEAD_FILE = "value_head.pt"
 CRITIC_TRUNK_FILE = os.path.join("critic", "critic_trunk.pt")
+#: The frozen tensors of a model trained with frozen layers (shard 1 of its safetensors checkpoint).
+FROZEN_WEIGHTS_FILE = "model-00001-of-00002.safetensors"
+#: The trained tensors of a model trained with frozen layers (shard 2).
+TRAINED_WEIGHTS_FILE = "model-00002-of-00002.safetensors"
+_WEIGHTS_INDEX_FILE = "model.safetensors.index.json"
 
 #: Tokens that end an assistant turn in common chat templates (besides the tokenizer's EOS).
 _END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>")
@@ -187,6 +204,7 @@ def write_policy_folder(
     *,
     extra: Mapping[str, Any] | None = None,
     state_dicts: Mapping[str, Any] | None = None,
+    base: str | os.PathLike[str] | None = None,
 ) -> str:
     """Write a policy folder at ``path`` atomically: into ``path.tmp``, then swapped in.
 
@@ -202,6 +220,8 @@ def write_policy_folder(
         extra: the rest of :data:`CONFIG_FILE` (e.g. the run's configuration).
         state_dicts: more files, ``{relative path: state dict}``, written with ``torch.save``
             (the trainer's :data:`VALUE_HEAD_FILE` and :data:`CRITIC_TRUNK_FILE`).
+        base: the policy folder (or run folder) the model started from: a frozen-weights
+            file there holding exactly the model's frozen tensors is hard-linked, not rewritten.
 
     Returns:
         ``path`` as a string.
@@ -223,6 +243,8 @@ def write_policy_folder(
         model = copy.deepcopy(model).merge_and_unload()
     with _quiet_transformers():  # no per-save "Writing model shards" bar in the middle of a run
         model.save_pretrained(tmp)
+    if hasattr(model, "named_parameters"):
+        _split_frozen_weights(tmp, {n for n, p in model.named_parameters() if p.requires_grad}, base)
     tokenizer.save_pretrained(tmp)
     if state_dicts:
         import torch
@@ -246,6 +268,69 @@ def write_policy_folder(
     if os.path.isdir(old):
         shutil.rmtree(old)
     return final
+
+
+def _split_frozen_weights(folder: str, trainable: set[str], base: str | os.PathLike[str] | None) -> None:
+    """Split ``folder/model.safetensors`` into the frozen and the trained tensors (see the module docstring).
+
+    A model with no frozen or no trained tensor, or one the writer already sharded, is left as it is.
+    """
+    single = os.path.join(folder, "model.safetensors")
+    if not trainable or not os.path.isfile(single):
+        return
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(single, framework="pt") as fh:
+        metadata = fh.metadata() or {}
+        keys = list(fh.keys())
+        if all(k in trainable for k in keys) or not any(k in trainable for k in keys):
+            return
+        shards = {
+            FROZEN_WEIGHTS_FILE: {k: fh.get_tensor(k) for k in keys if k not in trainable},
+            TRAINED_WEIGHTS_FILE: {k: fh.get_tensor(k) for k in keys if k in trainable},
+        }
+    frozen_target = os.path.join(folder, FROZEN_WEIGHTS_FILE)
+    source = os.path.join(policy_dir(base), FROZEN_WEIGHTS_FILE) if base is not None else None
+    if not (source and _same_tensors(source, shards[FROZEN_WEIGHTS_FILE], metadata)
+            and _hard_link(source, frozen_target)):
+        save_file(shards[FROZEN_WEIGHTS_FILE], frozen_target, metadata=metadata)
+    save_file(shards[TRAINED_WEIGHTS_FILE], os.path.join(folder, TRAINED_WEIGHTS_FILE), metadata=metadata)
+    total = sum(t.numel() * t.element_size() for shard in shards.values() for t in shard.values())
+    index = {"metadata": {"total_size": total},
+             "weight_map": {k: name for name, shard in shards.items() for k in sorted(shard)}}
+    with open(os.path.join(folder, _WEIGHTS_INDEX_FILE), "w") as fh_index:
+        json.dump(index, fh_index, indent=2)
+    os.remove(single)
+
+
+def _same_tensors(path: str, tensors: Mapping[str, Any], metadata: Mapping[str, str]) -> bool:
+    """Whether the safetensors file ``path`` holds exactly ``tensors`` (names, dtypes, values) and ``metadata``."""
+    import torch
+    from safetensors import safe_open
+
+    if not os.path.isfile(path):
+        return False
+    try:
+        with safe_open(path, framework="pt") as fh:
+            if set(fh.keys()) != set(tensors) or (fh.metadata() or {}) != dict(metadata):
+                return False
+            for name, mine in tensors.items():
+                theirs = fh.get_tensor(name)
+                if theirs.dtype != mine.dtype or theirs.shape != mine.shape or not torch.equal(theirs, mine):
+                    return False
+    except Exception:  # an unreadable or foreign file is simply not shared  # noqa: BLE001
+        return False
+    return True
+
+
+def _hard_link(source: str, target: str) -> bool:
+    """Hard-link ``target`` to ``source``; False where the file system cannot (another device, no links)."""
+    try:
+        os.link(source, target)
+    except OSError:
+        return False
+    return True
 
 
 @contextlib.contextmanager

@@ -69,6 +69,8 @@ def build_policy(cfg: CommonConfig, critic: str = "none", *, temperature: float 
         lm = apply_lora(lm, r=cfg.lora_r, alpha=cfg.lora_alpha)
     pol = Policy(lm, tok, critic="none" if for_reference else critic, temperature=temperature,
                  autocast_dtype=None if cfg.dtype == "float32" else getattr(torch, cfg.dtype))
+    if cfg.init:
+        pol.init_folder = spec
     if cfg.init and not for_reference and critic != "none":
         pol.load_critic_from(spec)
     if for_reference:

@@ -110,6 +110,8 @@ class Policy(nn.Module):
     def __init__(self, lm: nn.Module, tokenizer: Any, critic: str = "shared", temperature: float = 1.0,
                  autocast_dtype: torch.dtype | None = None):
         super().__init__()
+        #: the policy folder the weights were loaded from (``--init``), if any: saves share its frozen layers
+        self.init_folder: str | None = None
         #: forward passes (scoring, sampling) run under ``torch.autocast`` in this dtype when set;
         #: the weights and the optimizer state stay in their own dtype (float32: mixed precision)
         self.autocast_dtype = autocast_dtype
@@ -300,19 +302,22 @@ class Policy(nn.Module):
 
     # -- persistence -------------------------------------------------------------------
     def save_pretrained(self, path: str, extra: dict[str, Any] | None = None,
-                        settings: PolicySettings | None = None) -> str:
+                        settings: PolicySettings | None = None, base: str | None = None) -> str:
         """Write the policy folder (:mod:`stepgym.policy_folder`) atomically: LM + tokenizer (+ critic).
 
         LoRA adapters are merged into a copy first, so ``AutoModelForCausalLM.from_pretrained``
         loads the folder with no peft installed; ``settings`` are the prompt and decoding
-        settings a ``checkpoint:`` agent reads back.
+        settings a ``checkpoint:`` agent reads back. Frozen layers equal to those of ``base``
+        (default: :attr:`init_folder`, the folder the policy was loaded from) are hard-linked
+        from there, not written again.
         """
         state = {}
         if self.value_head is not None:
             state[VALUE_HEAD_FILE] = self.value_head.state_dict()
         if self.critic_trunk is not None:
             state[CRITIC_TRUNK_FILE] = self.critic_trunk.state_dict()
-        return write_policy_folder(path, self.lm, self.tokenizer, settings, extra=extra, state_dicts=state)
+        return write_policy_folder(path, self.lm, self.tokenizer, settings, extra=extra, state_dicts=state,
+                                   base=base if base is not None else self.init_folder)
 
     def load_critic_from(self, path: str) -> bool:
         """Load ``value_head.pt`` (and ``critic/``) saved by :meth:`save_pretrained`, if present."""
