@@ -51,6 +51,10 @@ if not _installed("textworld"):
     collect_ignore.append("stepgym/envs/textworld_adapter.py")
 if not _installed("textarena"):
     collect_ignore.append("stepgym/envs/textarena_adapter.py")
+if not _installed("verifiers"):
+    collect_ignore.append("stepgym/integrations/verifiers_env.py")
+if not _installed("skyrl_gym"):
+    collect_ignore.append("stepgym/integrations/skyrl.py")
 
 
 def _missing_optional(exc: BaseException | None) -> str | None:
