@@ -209,6 +209,9 @@ class TrainConfig(CommonConfig):
                                  "process; needs the 'ray' extra; see docs/training.md)", min=0)
     ray_address: str = _f("", "Ray cluster for --rollout-workers (empty = start a local one; 'auto' or "
                               "'ray://host:port' joins a running cluster)")
+    generator: str = _f("local", "where rollouts are generated: 'local' (the in-process sampler) or "
+                                 "'openai:MODEL@URL', an OpenAI-compatible server (vLLM, SGLang, `stepgym serve`) "
+                                 "given token ids, synced after each update (docs/training.md)")
     async_rollout: bool = _f(False, "collect iteration k+1's episodes in a background thread, with a copy of the "
                                     "weights, while iteration k updates (one policy version of lag; the update "
                                     "uses the learner's recomputed old log-probs; docs/training.md)")
@@ -260,6 +263,15 @@ class TrainConfig(CommonConfig):
         if self.episodes_per_iteration % self.group_size:
             raise InvalidConfig("episodes_per_iteration", self.episodes_per_iteration,
                                 f"a multiple of group_size={self.group_size}")
+        from steppo.remote_generator import parse_generator_spec
+
+        if parse_generator_spec(self.generator).kind != "local":
+            if self.rollout_workers:
+                raise InvalidConfig("rollout_workers", self.rollout_workers,
+                                    "0 with --generator openai:... (the server generates every rollout)")
+            if getattr(self, "async_rollout", False):
+                raise InvalidConfig("async_rollout", True, "false with --generator openai:... (the server "
+                                                           "generates with the synced weights)")
 
     def algorithm(self) -> Any:
         """The :class:`steppo.algos.Algorithm` of ``algo`` (imports torch)."""

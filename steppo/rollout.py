@@ -3,10 +3,10 @@
 Two seams keep scale-out a matter of adding classes, not rewriting this file:
 
 * :class:`Generator` — turns prompt token ids into :class:`~steppo.sampling.Generation`
-  (response ids + their log-probs). The one implementation is :class:`LocalGenerator`,
-  which runs the in-process :class:`~steppo.sampling.Sampler`; no server backend ships. One
-  (say an OpenAI-compatible vLLM or SGLang endpoint) would be another subclass returning
-  the same objects.
+  (response ids + their log-probs). :class:`LocalGenerator` runs the in-process
+  :class:`~steppo.sampling.Sampler`; :class:`~steppo.remote_generator.OpenAIServerGenerator`
+  asks an OpenAI-compatible server (vLLM, SGLang, ``stepgym serve``) and returns the same
+  objects.
 * :class:`RolloutCollector` — runs episodes for a list of task seeds and returns a
   :class:`RolloutBatch` of :class:`~stepgym.core.StepRecord`. :class:`InProcessCollector`
   steps a pool of envs in this process, one batched generation per env step across every
@@ -60,8 +60,8 @@ class SamplingParams:
 class Generator(ABC):
     """Generation backend: prompt ids in, exact response ids + log-probs out.
 
-    Subclasses: :class:`LocalGenerator` (in-process model). A server-backed generator
-    implements the same :meth:`generate`.
+    Subclasses: :class:`LocalGenerator` (in-process model) and
+    :class:`~steppo.remote_generator.OpenAIServerGenerator` (an inference server).
     """
 
     tokenizer: Any
@@ -96,6 +96,16 @@ class Generator(ABC):
 
     def reset_sessions(self) -> None:
         """Drop the state kept for every episode (no-op for backends without sessions)."""
+
+    def sync_weights(self, policy: Any, folder: str) -> bool:
+        """Make the backend generate with ``policy``'s current weights; False when it already does.
+
+        The trainer calls it after setup and after each update. An in-process backend shares
+        the policy's weights (nothing to do); a server-backed one writes them under ``folder``
+        and tells the server to load them
+        (:class:`~steppo.remote_generator.OpenAIServerGenerator`).
+        """
+        return False
 
 
 class LocalGenerator(Generator):

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import os
 import random
 import signal
 import threading
@@ -170,7 +171,17 @@ class Trainer:
         self.sampler = Sampler(self.sample_policy, stop_strings=cfg.stop_strings, speculate=cfg.speculate)
         # a shared value head is read for free while sampling (by the learner's own weights only)
         gen_values = self.algo.critic if critic_head == "shared" and self.sample_policy is self.policy else "none"
-        generator = LocalGenerator(self.sampler, values=gen_values, batch_size=cfg.num_envs, reuse_cache=cfg.kv_reuse)
+        if cfg.generator == "local":
+            generator = LocalGenerator(self.sampler, values=gen_values, batch_size=cfg.num_envs,
+                                       reuse_cache=cfg.kv_reuse)
+        else:  # an inference server, synced after each update (steppo.remote_generator)
+            from steppo.remote_generator import generator_from_spec
+
+            if self.dist.active:
+                raise InvalidConfig("generator", cfg.generator, "'local' under torchrun (one server per rank is "
+                                                                "not supported yet)")
+            generator = generator_from_spec(cfg.generator, self.policy.tokenizer, stop_strings=cfg.stop_strings,
+                                            eos_ids=self.sampler.eos_ids, concurrency=cfg.num_envs)
         self.generator: Any = generator
         prompts = ChatPromptBuilder(self.policy.tokenizer, cfg.max_history_turns, cfg.max_prompt_tokens,
                                     history_stride=cfg.history_stride)
@@ -190,7 +201,15 @@ class Trainer:
             self._resume()
         if cfg.tensorboard:
             self.run_dir.open_tensorboard(purge_step=self.start_iteration)
+        self.sync_generator()  # a server starts from the trainer's weights (--init, --resume, the seed)
         self._setup_done = True
+
+    def sync_generator(self) -> float | None:
+        """Seconds spent giving the generator the current weights; None when it shares them (in process)."""
+        t0 = time.perf_counter()
+        if not self.generator.sync_weights(self.policy, os.path.join(self.run_dir.path, "served")):
+            return None
+        return time.perf_counter() - t0
 
     def _low_precision_copy(self) -> Policy:
         """A frozen copy of the policy whose LM holds its weights in the autocast dtype (the value head stays float32)."""
@@ -312,6 +331,9 @@ class Trainer:
         # versions between the rollout's sampling weights and the weights the update starts from
         row["charts/policy_lag"] = (it - 1) - version
         row.update(self.update(rollout, it))
+        sync_s = self.sync_generator()
+        if sync_s is not None:  # an inference server loaded the updated weights
+            row["perf/weight_sync_s"] = sync_s
         self.env_steps += n_steps
         self.episodes_done += len(total.episodes)
         row["charts/env_steps"] = self.env_steps
