@@ -261,6 +261,18 @@ def test_pool_survives_a_killed_server(servers):
         env.close()
 
 
+def test_a_hung_server_times_out_into_a_truncated_episode(servers):
+    env = stepgym.make("stepgym/OpenEnv-v0", base_url=servers["open"].url, step_timeout_s=0.5)
+    env.reset(seed=0)
+    os.kill(servers["open"].proc.pid, signal.SIGSTOP)
+    try:
+        obs, reward, terminated, truncated, info = env.step("Action: lookup[X, population]")
+    finally:
+        os.kill(servers["open"].proc.pid, signal.SIGCONT)
+    assert truncated is True and info["server_error"] is True and "Timeout" in info["error"]
+    env.close()
+
+
 def test_any_openenv_server_with_its_own_action_fields():
     """An echo env written against openenv-core's server API, served by openenv-core itself."""
     from openenv.core.env_server.http_server import create_fastapi_app
