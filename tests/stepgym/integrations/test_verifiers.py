@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -30,6 +32,7 @@ from stepgym.integrations.verifiers_env import load_environment, message_text  #
 from tests.stepgym.serve_helpers import Server  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[3]
+DOC_URL = "http://127.0.0.1:8000/v1"  # the server address docs/integrations.md uses
 
 
 @pytest.fixture(scope="module")
@@ -141,3 +144,41 @@ def test_bad_arguments_fail_in_one_line():
         load_environment("stepgym/ToolUse-v0", num_examples=1, dificulty="easy")
     with pytest.raises(InvalidArgument, match="score must be 'return' or 'success'"):
         load_environment("stepgym/ToolUse-v0", num_examples=1, score="win")
+
+
+def doc_section() -> str:
+    text = (ROOT / "docs" / "integrations.md").read_text()
+    return text.split("\n## verifiers\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_the_docs_python_example_runs_as_written(server, capsys, monkeypatch):
+    [code] = re.findall(r"```python\n(.*?)```", doc_section(), re.DOTALL)
+    assert DOC_URL in code
+    monkeypatch.setenv("STEPGYM_KEY", "unused")  # the example sets it; monkeypatch restores it afterwards
+    exec(compile(code.replace(DOC_URL, server.url), "docs/integrations.md", "exec"), {"__name__": "__main__"})
+    lines = capsys.readouterr().out.strip().splitlines()
+    lines = [ln for ln in lines if re.match(r"\d+ ", ln)]  # verifiers' progress bar writes to stderr
+    assert len(lines) == 4  # 2 episodes x 2 rollouts
+    for line in lines:
+        seed, reward, steps = line.split()[:3]
+        assert int(seed) in (2, 3) and 1 <= float(steps) <= 3  # the eval split's seeds; max_turns=3
+
+
+@pytest.mark.slow
+def test_the_docs_vf_eval_command_runs_as_written(server, tmp_path):
+    """As written, verifiers starts its env server processes: slower than the test above."""
+    bash = re.findall(r"```bash\n(.*?)```", doc_section(), re.DOTALL)[0]
+    from stepgym.cli import build_parser
+
+    [serve] = [ln for ln in bash.splitlines() if ln.startswith("stepgym serve")]
+    build_parser().parse_args(shlex.split(serve.rstrip("&"))[1:])
+    [line] = [ln for ln in bash.splitlines() if " vf-eval " in ln]
+    words = shlex.split(line.replace(DOC_URL, server.url))
+    assigned = dict(w.split("=", 1) for w in words[: words.index("vf-eval")])
+    argv = words[words.index("vf-eval"):]
+    bin_dir = Path(sys.executable).parent
+    argv[0] = str(bin_dir / "vf-eval") if (bin_dir / "vf-eval").exists() else "vf-eval"
+    env = dict(os.environ, PYTHONPATH=str(ROOT), **assigned)
+    res = subprocess.run(argv, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    assert re.search(r"env_steps: avg - [1-4]\.000", res.stdout), res.stdout[-2000:]
