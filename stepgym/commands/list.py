@@ -20,7 +20,7 @@ def run(args: argparse.Namespace) -> int:
 
     from stepgym.registration import list_envs
 
-    envs = list_envs(None if args.all else "stepgym")
+    envs = list_envs(None if args.all else "stepgym", remote=True)  # remote: OpenEnv-v0 and the pool
     if args.json:
         import json
 

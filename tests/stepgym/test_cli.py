@@ -87,7 +87,8 @@ def test_bench_times_an_env():
     assert "bench/Trivial-v0" in out.stdout
 
 
-@pytest.mark.parametrize("cmd", ["list", "play", "check", "eval", "train", "sft", "serve", "replay", "bench"])
+@pytest.mark.parametrize("cmd", ["list", "play", "check", "eval", "train", "sft", "serve", "serve-env", "replay",
+                                 "bench"])
 def test_every_subcommand_has_help(cmd, capsys):
     from stepgym.cli import COMMANDS, build_parser
 
