@@ -110,3 +110,10 @@ def test_bad_ids_and_kwargs_fail_in_one_line():
         StepgymTextEnv(env_config={}, extras={})
     with pytest.raises(InvalidArgument, match="extra_info.env_kwargs must be a JSON object"):
         StepgymTextEnv(env_config={}, extras={"extra_info": {"env_kwargs": "difficulty=easy"}}, env_id="stepgym/ToolUse-v0")
+
+
+def test_registering_every_builtin():
+    ids = register_skyrl_envs()
+    assert {"stepgym/ToolUse-v0", "stepgym/Errands-v0", "stepgym/TicTacToe-v0"} <= set(ids)
+    assert all(skyrl_gym.spec(i).entry_point == "stepgym.integrations.skyrl:StepgymTextEnv" for i in ids)
+    assert register_skyrl_envs() == ids  # again: nothing new, no error
