@@ -205,6 +205,19 @@ def test_sessions_are_bounded_and_idle_ones_are_closed(servers):
             ws.close()
 
 
+def test_a_third_party_module_id_is_served():
+    from stepgym.openenv_server import EnvServerConfig, create_env_app
+    from stepgym.serving import serve_in_thread
+
+    app = create_env_app(EnvServerConfig("tests.steppo.toy:steppotest/Boxes-v0", expose_expert=True))
+    with serve_in_thread(app) as server, _generic(f"http://127.0.0.1:{server.port}") as env:
+        result = env.reset(seed=2)
+        while not result.done:
+            result = env.step({"text": env.state()["expert_action"]})
+        assert result.reward == 1.0 and result.observation["metadata"]["success"] is True
+        assert env.state()["env_id"] == "steppotest/Boxes-v0"
+
+
 def test_unsafe_allow_kwarg_is_refused_at_startup():
     from stepgym.cli import main
 
