@@ -324,7 +324,10 @@ class TransformersBackend:
         from stepgym.token_generation import generate_tokens
 
         started = time.perf_counter()
-        model = self.adapters[batch[0].model] if batch[0].model else self.agent.model
+        name = batch[0].model
+        if name and name not in self.adapters:  # unloaded while the requests waited
+            raise RequestError(404, f"The lora adapter '{name}' was unloaded.", param="model", code="model_not_found")
+        model = self.adapters[name] if name else self.agent.model
         rows = [r for j in batch for r in j.requests]
         outs = generate_tokens(model, self.agent.tokenizer, rows, eos_ids=self.eos_ids)
         k = 0
