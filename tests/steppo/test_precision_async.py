@@ -154,3 +154,16 @@ def test_cuda_sampler_keeps_its_kv_cache_on_the_device():
     assert sampler.reused_tokens > 0 and len(again[0].response_ids) >= 1
     out = pol.score([[1, 2, 3]], [gens[0].response_ids])
     assert out.logprobs.device.type == "cuda"
+
+
+def test_cli_async_and_dtype_options():
+    import argparse
+
+    from stepgym.commands import train
+    from steppo.config import config_from_args
+
+    p = argparse.ArgumentParser()
+    train.add_arguments(p)
+    cfg = config_from_args(p.parse_args(["--async", "--dtype", "bfloat16", "--recompute-logprobs"]))
+    assert cfg.async_rollout and cfg.recompute_logprobs and cfg.dtype == "bfloat16"
+    assert not config_from_args(p.parse_args(["--no-async"])).async_rollout
