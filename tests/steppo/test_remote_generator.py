@@ -83,8 +83,8 @@ def test_one_iteration_on_the_server_syncs_the_full_weights(server, tmp_path):
     assert row["iteration"] == 1 and row["perf/weight_sync_s"] > 0
     # the rollout came from the server (one request per step), with the trainer's own weights
     assert sum(" POST /v1/completions 200 " in ln for ln in server.request_lines()) - n_before >= 4
-    if "perf/logprob_mismatch" in row:  # the learner recomputed the old log-probs: the server's agreed
-        assert row["perf/logprob_mismatch"] < 1e-4
+    # the learner recomputed the old log-probs (the server's are not exact by contract): they agreed
+    assert 0 <= row["perf/logprob_mismatch"] < 1e-4
     # after the update (lr > 0) the server serves the new weights: those the run wrote
     ids1, lps1 = _served(server, "tiny")
     trained, _ = load_model(str(tmp_path / "run" / "served" / "weights"))
