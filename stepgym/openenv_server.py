@@ -232,9 +232,12 @@ class EnvSessions:
         return session
 
     def get(self, sid: Any) -> _Session:
-        if not isinstance(sid, str) or not sid:
+        if sid is None or sid == "":
             raise ClientError(
                 "missing session_id: POST /reset first and pass the session_id it returned", code="SESSION_ERROR")
+        if not isinstance(sid, str):
+            raise ClientError(f"session_id must be the string POST /reset returned, got {type(sid).__name__}",
+                              code="SESSION_ERROR")
         session = self.sessions.get(sid[:100])
         if session is None:
             raise ClientError(
