@@ -49,6 +49,11 @@ def test_bf16_policy_keeps_float32_weights_and_scores_under_autocast():
     assert 0 < diff < 0.1  # bf16 rounding shows, but the same distribution
 
 
+def test_models_use_sdpa_attention():
+    lm, _ = load_model("tiny")
+    assert lm.config._attn_implementation == "sdpa"
+
+
 def test_bf16_sampler_gives_valid_generations_and_inexact_logprobs():
     lm, tok = load_model("tiny")
     pol = Policy(lm.to(torch.bfloat16), tok, critic="none")
