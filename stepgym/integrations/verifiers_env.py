@@ -34,10 +34,14 @@ PIP = 'pip install "stepgym[verifiers]"'
 try:
     import verifiers as vf
     from datasets import Dataset
-
-    _MultiTurnEnv = vf.MultiTurnEnv
 except ImportError as exc:  # one line that says what to install
     raise DependencyNotInstalled("stepgym.integrations.verifiers_env (verifiers environments)", PIP) from exc
+try:
+    _MultiTurnEnv = vf.MultiTurnEnv
+except AttributeError as exc:  # verifiers 0.4 dropped the classic stack for verifiers.v1
+    raise DependencyNotInstalled(
+        f"stepgym.integrations.verifiers_env (verifiers' MultiTurnEnv API, which verifiers "
+        f"{getattr(vf, '__version__', '?')} no longer has; 0.3.x has it)", PIP) from exc
 
 __all__ = ["StepgymVerifiersEnv", "load_environment", "message_text"]
 
