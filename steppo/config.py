@@ -420,7 +420,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 #: Preset keys that are not config fields (handled by the train command itself).
-PRESET_EXTRAS: tuple[str, ...] = ("sft_episodes", "sft_epochs", "sft_lr")
+PRESET_EXTRAS: tuple[str, ...] = ("sft_episodes", "sft_epochs", "sft_lr", "sft_demo_noise", "base_eval_episodes")
 
 
 def _all_fields(classes: tuple[type, ...]) -> dict[str, dataclasses.Field]:

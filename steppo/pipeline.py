@@ -22,15 +22,19 @@ from steppo.run_dir import RunDir
 __all__ = ["train"]
 
 
-def train(cfg: TrainConfig, warm_start: SFTConfig | None = None, *, console: Any = None) -> dict[str, Any]:
+def train(cfg: TrainConfig, warm_start: SFTConfig | None = None, *, console: Any = None,
+          base_eval_episodes: int | None = None) -> dict[str, Any]:
     """Train ``cfg``; with ``warm_start``, behaviour-clone the env's expert first and start RL from it.
 
     Bad env input and an ``--out`` that holds another run fail before any model loads or any
     file is written. With ``cfg.resume`` a finished warm start in ``warm_start.out`` is reused.
+    The base model's evaluation before the warm start (greedy) runs ``base_eval_episodes``
+    held-out episodes (default: ``cfg.eval_episodes``).
 
     Returns:
         the trainer's summary, plus ``base_eval`` (the model's held-out scores before the warm
-        start, when one ran with ``cfg.eval_before``).
+        start, when one ran with ``cfg.eval_before``) and ``eval_gain`` (the first and last held-out
+        evaluations paired by seed, with 95% intervals; :func:`steppo.report.paired_gain`).
     """
     from rich.console import Console
 
@@ -57,7 +61,8 @@ def train(cfg: TrainConfig, warm_start: SFTConfig | None = None, *, console: Any
 
             console.print(f"[bold]warm start[/]: behaviour cloning {warm_start.episodes} expert episodes "
                           f"-> {warm_start.out}")
-            base_eval = run_sft(warm_start, console, eval_episodes=cfg.eval_episodes if cfg.eval_before else 0,
+            n_base = cfg.eval_episodes if base_eval_episodes is None else base_eval_episodes
+            base_eval = run_sft(warm_start, console, eval_episodes=n_base if cfg.eval_before else 0,
                                 eval_seed=cfg.eval_seed)["base_eval"]
             ctx.total(0)
         cfg = dataclasses.replace(cfg, init=warm_start.out)
@@ -71,4 +76,19 @@ def train(cfg: TrainConfig, warm_start: SFTConfig | None = None, *, console: Any
         finally:
             ctx.close()
     summary["base_eval"] = base_eval
+    summary.update(_eval_gain(cfg.out))
     return summary
+
+
+def _eval_gain(out: str) -> dict[str, Any]:
+    """``eval_gain``: the first and last held-out evaluations of the run in ``out``, paired by seed.
+
+    Success before and after with 95% Wilson intervals and the gain with Newcombe's paired
+    interval (:func:`steppo.report.paired_gain`); empty when the run has not two comparable ones.
+    """
+    from steppo import report
+
+    rows = [r for r in report.read_metrics(os.path.join(out, "metrics.jsonl")) if "eval/successes" in r]
+    if len(rows) < 2 or len(rows[0]["eval/successes"]) != len(rows[-1]["eval/successes"]):
+        return {}
+    return {"eval_gain": report.paired_gain(rows[0]["eval/successes"], rows[-1]["eval/successes"])}

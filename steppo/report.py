@@ -10,10 +10,12 @@ Example:
 from __future__ import annotations
 
 import json
+import math
 import os
 from typing import Any
 
-__all__ = ["plot_learning_curve", "summary_table", "summarize", "read_metrics", "auc", "metrics_line", "progress_bar"]
+__all__ = ["plot_learning_curve", "summary_table", "summarize", "read_metrics", "auc", "metrics_line", "progress_bar",
+           "wilson_interval", "paired_gain"]
 
 
 def read_metrics(path: str) -> list[dict[str, Any]]:
@@ -169,3 +171,57 @@ def progress_bar(console: Any, enabled: bool = True):
     from stepgym.progress import progress_bar as bar
 
     return bar(console, enabled)
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of a success rate (95% for ``z=1.96``); ``(0, 1)`` for ``n=0``.
+
+    Example:
+        >>> lo, hi = wilson_interval(32, 64)
+        >>> round(lo, 3), round(hi, 3)
+        (0.381, 0.619)
+    """
+    if n <= 0:
+        return 0.0, 1.0
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def paired_gain(before: str, after: str, z: float = 1.96) -> dict[str, float]:
+    """Success rates of two evaluations on the same seeds, and their difference with a paired interval.
+
+    ``before`` and ``after`` are the evaluations' per-seed outcomes in seed order (``"0"``/``"1"``,
+    the ``eval/successes`` entry of a metrics row). The interval of ``after - before`` is
+    Newcombe's hybrid score interval for paired proportions (his method 10): it uses that both
+    evaluations ran on the same seeds, and stays sensible with few discordant seeds.
+
+    Example:
+        >>> g = paired_gain("0101000000", "1111010100")
+        >>> g["before"], g["after"], round(g["gain"], 3), g["gained"], g["lost"]
+        (0.2, 0.6, 0.4, 4, 0)
+        >>> round(g["gain_low"], 3), round(g["gain_high"], 3)
+        (0.075, 0.617)
+    """
+    if len(before) != len(after) or not before:
+        raise ValueError(f"paired_gain needs two equally long, non-empty outcome strings (got {len(before)} "
+                         f"and {len(after)} seeds)")
+    n = len(before)
+    both = sum(1 for b, a in zip(before, after) if b == "1" and a == "1")
+    gained = sum(1 for b, a in zip(before, after) if b == "0" and a == "1")
+    lost = sum(1 for b, a in zip(before, after) if b == "1" and a == "0")
+    neither = n - both - gained - lost
+    p_after, p_before = (both + gained) / n, (both + lost) / n
+    l1, u1 = wilson_interval(both + gained, n, z)
+    l2, u2 = wilson_interval(both + lost, n, z)
+    margins = (both + gained) * (lost + neither) * (both + lost) * (gained + neither)
+    phi = (both * neither - gained * lost) / math.sqrt(margins) if margins else 0.0
+    d = p_after - p_before
+    low = d - math.sqrt(max(0.0, (p_after - l1) ** 2 - 2 * phi * (p_after - l1) * (u2 - p_before)
+                            + (u2 - p_before) ** 2))
+    high = d + math.sqrt(max(0.0, (u1 - p_after) ** 2 - 2 * phi * (u1 - p_after) * (p_before - l2)
+                             + (p_before - l2) ** 2))
+    return {"n": n, "before": p_before, "after": p_after, "gain": d, "gain_low": max(-1.0, low),
+            "gain_high": min(1.0, high), "gained": gained, "lost": lost,
+            "before_low": l2, "before_high": u2, "after_low": l1, "after_high": u1}

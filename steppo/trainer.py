@@ -678,7 +678,9 @@ class Trainer:
             part = self.collector.collect(seeds[lo:hi], [-1] * (hi - lo), params, traj_id_start=-10_000_000 + lo,
                                           on_progress=on_progress)
         if not self.dist.active:
-            return part.metrics("eval")
+            # per-seed outcomes in seed order ("0"/"1"): two evaluations pair up (report.paired_gain)
+            outcomes = "".join("1" if e.success else "0" for e in sorted(part.episodes, key=lambda e: e.seed))
+            return {**part.metrics("eval"), "eval/successes": outcomes}
         return self._global_rollout(part, {}, "eval")[2]
 
     # -- checkpoints --------------------------------------------------------------------------

@@ -50,13 +50,15 @@ def run(args: argparse.Namespace) -> int:
     if sft_episodes and not cfg.init:
         warm_start = SFTConfig.for_warm_start(
             cfg, episodes=sft_episodes, epochs=int(preset.get("sft_epochs", 2)),
-            lr=float(preset.get("sft_lr", 1e-4 if cfg.model != "tiny" else 1e-3)))
+            lr=float(preset.get("sft_lr", 1e-4 if cfg.model != "tiny" else 1e-3)),
+            demo_noise=float(preset.get("sft_demo_noise", 0.0)))
 
     from steppo.pipeline import train  # checks the env and OUT before any model loads
 
     # under torchrun, rank 0 alone prints (os.environ["RANK"]; unset in one process)
     console = Console(highlight=False, quiet=os.environ.get("RANK", "0") not in ("", "0"))
-    summary = train(cfg, warm_start, console=console)
+    base_n = preset.get("base_eval_episodes")
+    summary = train(cfg, warm_start, console=console, base_eval_episodes=None if base_n is None else int(base_n))
     first, last = summary.get("eval_success_first"), summary.get("eval_success_last")
     if first is not None and last is not None:
         base_eval = summary["base_eval"]
@@ -68,6 +70,13 @@ def run(args: argparse.Namespace) -> int:
             parts.append(f"before {first:.2f}")
         parts.append(f"after {summary['iterations_done']} {cfg.algo} iterations {last:.2f}")
         console.print("[bold]held-out success:[/] " + " -> ".join(parts))
+        gain = summary.get("eval_gain")
+        if gain:
+            console.print(f"  {gain['n']} held-out seeds, 95% intervals: before {gain['before']:.2f} "
+                          f"[{gain['before_low']:.2f}, {gain['before_high']:.2f}], after {gain['after']:.2f} "
+                          f"[{gain['after_low']:.2f}, {gain['after_high']:.2f}], gain {gain['gain']:+.2f} "
+                          f"[{gain['gain_low']:+.2f}, {gain['gain_high']:+.2f}] (paired by seed: "
+                          f"{gain['gained']} seeds gained, {gain['lost']} lost)")
     if summary.get("interrupted"):
         console.print(f"stopped after iteration {summary['iterations_done']}; continue with the same command plus --resume")
         return 130

@@ -38,6 +38,11 @@ def test_sft_then_train_writes_every_artifact(tmp_path):
                 "losses/policy", "losses/value", "losses/kl", "perf/tokens_per_s"):
         assert key in rows[1], key
     assert "eval/success_rate" in rows[0] and "eval/success_rate" in rows[2]
+    # per-seed outcomes of each evaluation, paired by seed in the closing line (95% intervals)
+    for r in (rows[0], rows[2]):
+        assert len(r["eval/successes"]) == 4 and set(r["eval/successes"]) <= {"0", "1"}
+        assert r["eval/successes"].count("1") / 4 == r["eval/success_rate"]
+    assert "4 held-out seeds, 95% intervals: before" in res.stdout and "gain " in res.stdout
     assert (out / "learning_curve.png").stat().st_size > 1000
     assert sorted(os.listdir(out / "checkpoints")) == ["iter_000001.pt", "iter_000002.pt"]
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(out / "tb"))
