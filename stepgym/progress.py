@@ -137,23 +137,28 @@ def active_bar(console: Any) -> Progress | None:
 
 @contextlib.contextmanager
 def episode_progress(
-    console: Any, description: str, total: int, enabled: bool = True
+    console: Any, description: str, total: int, enabled: bool = True, *, join_only: bool = False
 ) -> Iterator[Callable[[EvalProgress], None]]:
     """Show the progress of ``total`` episodes; yields the callback that reports it.
 
     Inside a running :func:`progress_bar` on the same console, the episodes are a task of
-    that bar (removed at the end); otherwise a transient bar of their own. Off a terminal,
-    or with ``enabled`` False, the callback does nothing.
+    that bar (removed at the end); otherwise a transient bar of their own, unless
+    ``join_only`` (episodes collected in a background thread, which must not start a live
+    display of its own). Off a terminal, or with ``enabled`` False, the callback does nothing.
     """
-    if not shows_live(console, enabled):
+    outer = active_bar(console) if shows_live(console, enabled) else None
+    if outer is None and (join_only or not shows_live(console, enabled)):
         yield lambda p: None
         return
-    outer = active_bar(console)
     if outer is not None:
         task = outer.add_task(description, total=total)
 
+        done = [-1]
+
         def report(p: EvalProgress) -> None:
-            outer.update(task, completed=p.done, stats=episode_stats(p))
+            # redrawn at once when an episode ends (a short evaluation is not missed between refreshes)
+            outer.update(task, completed=p.done, stats=episode_stats(p), refresh=p.done != done[0])
+            done[0] = p.done
 
         try:
             yield report
@@ -163,7 +168,10 @@ def episode_progress(
     with progress_bar(console, enabled, transient=True) as bar:
         task = bar.add_task(description, total=total)
 
+        done_own = [-1]
+
         def report_own(p: EvalProgress) -> None:
-            bar.update(task, completed=p.done, stats=episode_stats(p))
+            bar.update(task, completed=p.done, stats=episode_stats(p), refresh=p.done != done_own[0])
+            done_own[0] = p.done
 
         yield report_own

@@ -275,7 +275,11 @@ class Trainer:
         if collector is self.collector:
             self.refresh_sampling_weights()
         counters0 = _sampler_counters(sampler)
-        rollout = collector.collect(seeds, groups, params, traj_id_start=it * cfg.episodes_per_iteration + lo)
+        # a line under the iterations' bar while it shows (the collection may run in a background thread)
+        with episode_progress(self.console, f"iteration {it}: rollout", hi - lo, cfg.progress,
+                              join_only=True) as on_progress:
+            rollout = collector.collect(seeds, groups, params, traj_id_start=it * cfg.episodes_per_iteration + lo,
+                                        on_progress=on_progress)
         return rollout, {k: v - counters0[k] for k, v in _sampler_counters(sampler).items()}
 
     def _rollout_for(self, it: int) -> tuple[RolloutBatch, dict[str, int], int]:

@@ -51,6 +51,14 @@ def test_an_evaluation_inside_the_training_bar_is_a_second_task_of_it():
     assert "4/4 success 1/4 | 80 tok/s" in screen.getvalue()
 
 
+def test_a_background_collection_only_joins_a_running_bar():
+    console, screen = _terminal()
+    with episode_progress(console, "rollout", 2, join_only=True) as report:
+        assert active_bar(console) is None
+        report(_progress(1, 2, 1))
+    assert screen.getvalue() == ""
+
+
 @pytest.mark.parametrize("console", [Console(file=io.StringIO()), Console(file=io.StringIO(), force_terminal=True,
                                                                          quiet=True)])
 def test_no_bar_in_a_pipe_or_on_a_quiet_console(console):
@@ -123,4 +131,5 @@ def test_training_shows_every_evaluation_and_no_live_display_clashes(tmp_path):
     # the evaluation before training (a bar of its own) and the one of iteration 1 (inside the training bar)
     assert shown.count("eval (held-out)") >= 2 and "3/3 success" in shown
     assert "training" in shown and "1/1" in shown
+    assert "iteration 1: rollout" in shown and "2/2 success" in shown  # the iteration's episodes, as they end
     assert "before training: eval success" in shown and "(3 episodes," in shown
