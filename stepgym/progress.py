@@ -152,7 +152,6 @@ def episode_progress(
         return
     if outer is not None:
         task = outer.add_task(description, total=total)
-
         done = [-1]
 
         def report(p: EvalProgress) -> None:
@@ -167,7 +166,6 @@ def episode_progress(
         return
     with progress_bar(console, enabled, transient=True) as bar:
         task = bar.add_task(description, total=total)
-
         done_own = [-1]
 
         def report_own(p: EvalProgress) -> None:
