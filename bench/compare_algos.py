@@ -48,6 +48,7 @@ def run_one(algo: str, seed: int, init: str, out: str, budget: int, threads: int
     from steppo.report import read_metrics
     from steppo.trainer import Trainer
 
+    algo, _, guard = algo.partition("+guard=")  # e.g. steppo+guard=0: the paper's StepPO (no token guard)
     group = {"grpo": 4, "rloo": 4, "gspo": 4, "gigpo": 4}.get(algo, 1)
     critic_free = algo in ("grpo", "rloo", "gspo", "gigpo", "reinforce_pp")
     cfg = make_train_config(dict(
@@ -56,7 +57,8 @@ def run_one(algo: str, seed: int, init: str, out: str, budget: int, threads: int
         episodes_per_iteration=episodes, group_size=group, num_envs=16, max_new_tokens=max_new, max_history_turns=2, lr=lr, temperature=temperature,
         eval_every=eval_every, eval_episodes=eval_episodes, eval_temperature=eval_temperature, out=out, overwrite=True, progress=False, tensorboard=False, save_every=0,
         threads=threads, gamma=gamma, kl_coef=kl_coef, clip_low=clip[0], clip_high=clip[1], epochs=epochs,
-        minibatch_size=minibatch_size, **({} if critic_free else {"critic": critic, "bootstrap_truncated": bootstrap_truncated}),
+        minibatch_size=minibatch_size, **({"token_guard": float(guard)} if guard else {}),
+        **({} if critic_free else {"critic": critic, "bootstrap_truncated": bootstrap_truncated}),
     ))
     from rich.console import Console
 
@@ -89,7 +91,8 @@ def curve(rows: list[dict]) -> tuple[list[float], list[float]]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--algos", nargs="+", default=["steppo", "ppo", "grpo"])
+    ap.add_argument("--algos", nargs="+", default=["steppo", "ppo", "grpo"],
+                    help="algorithm names; ALGO+guard=G sets StepPO's token guard (steppo+guard=0 = the paper's)")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--budget", type=int, default=480, help="env steps per run")
     ap.add_argument("--lr", type=float, default=1e-4)

@@ -30,12 +30,14 @@ def run(variant: str, args) -> dict:
     from steppo.rollout import SamplingParams
     from steppo.trainer import Trainer, compute_advantages
 
+    variant, _, guard = variant.partition("+guard=")
     algo, _, clip = variant.partition("@")
     lo, hi = (float(c) for c in clip.split("/")) if clip else (-1.0, -1.0)
     cfg = make_train_config(dict(
         algo=algo, model="tiny", init=args.init, env="stepgym/ToolUse-v0", env_kwargs=ENV_KW, seed=0, iterations=1,
         stop_strings=("</tool_call>",), episodes_per_iteration=args.episodes, num_envs=16, max_new_tokens=48,
         max_history_turns=2, lr=args.lr, temperature=args.temperature, clip_low=lo, clip_high=hi, epochs=args.epochs,
+        token_guard=float(guard) if guard else -1.0,
         eval_every=0, out=f"/tmp/ratio_drift_{algo}", overwrite=True, progress=False, tensorboard=False, save_every=0,
         threads=args.threads, bootstrap_truncated=False))
     tr = Trainer(cfg, console=Console(quiet=True))
@@ -74,7 +76,7 @@ def run(variant: str, args) -> dict:
                             "beyond_0.22": float((x.abs() > 0.22).float().mean())}
     after = sample()
     tr.collector.close()
-    return {"variant": variant, "approx_kl": stats.get("losses/approx_kl", 0.0),
+    return {"variant": variant + (f"+guard={guard}" if guard else ""), "approx_kl": stats.get("losses/approx_kl", 0.0),
             "clip_frac": stats.get("losses/clip_frac", 0.0), "before": before, "after": after, "groups": groups_out}
 
 
@@ -82,7 +84,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--init", required=True, help="warm start (a `stepgym sft` output)")
     ap.add_argument("--variants", nargs="+", default=["steppo", "steppo_no_step_ratio", "ppo"],
-                    help="algo, or algo@LOW/HIGH for other clips (e.g. steppo@0.0003/0.0004)")
+                    help="algo, algo@LOW/HIGH for other clips (e.g. steppo@0.0003/0.0004), and/or +guard=G for "
+                         "another token guard (e.g. steppo+guard=0 for the paper's StepPO)")
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--temperature", type=float, default=0.7)

@@ -256,6 +256,8 @@ class PolicyLossInputs:
     traj_ids: torch.Tensor  # [m]
     clip_low: float
     clip_high: float
+    #: StepPO's per-token guard inside a step (0 = off; see steppo.losses.step_policy_loss)
+    token_guard: float = 0.0
 
 
 AdvantageFn = Callable[[StepBatch, Any], Advantages]
@@ -274,6 +276,8 @@ class Algorithm:
             ``"token"`` (one value per response token). A critic adds the clipped value loss.
         groups: samples several episodes per task seed (``group_size`` defaults to 8).
         clip: default ``(eps_low, eps_high)`` of the ratio clip (``--clip-low/--clip-high`` override).
+        token_guard: default of ``--token-guard``, the per-token guard of step-ratio losses
+            (0 = off; see :func:`steppo.losses.step_policy_loss`).
         per_trajectory: the loss averages over trajectories (GSPO): minibatches keep whole
             trajectories and weigh micro-batches by their share of trajectories.
         summary: one line for ``--help`` and docs.
@@ -285,6 +289,7 @@ class Algorithm:
     critic: str = "none"
     groups: bool = False
     clip: tuple[float, float] = (0.2, 0.2)
+    token_guard: float = 0.0
     per_trajectory: bool = False
     summary: str = ""
 
@@ -434,7 +439,7 @@ def gigpo_advantages(batch: StepBatch, cfg: Any) -> Advantages:
 def step_loss(x: PolicyLossInputs) -> tuple[torch.Tensor, dict[str, float]]:
     """StepPO: one ratio per step (the geometric mean of its token ratios), clipped per step."""
     return L.step_policy_loss(x.logprobs, x.old_logprobs, x.mask, x.step_advantages,
-                              clip_low=x.clip_low, clip_high=x.clip_high)
+                              clip_low=x.clip_low, clip_high=x.clip_high, token_guard=x.token_guard)
 
 
 @register_policy_loss("token")

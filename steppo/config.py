@@ -228,6 +228,9 @@ class TrainConfig(CommonConfig):
                                         "scored as one sequence (same values, fewer tokens)")
     clip_low: float = _f(-1.0, "lower ratio clip eps_low (-1 = the algorithm's default: 0.2, GSPO 3e-4)", min=-1.0)
     clip_high: float = _f(-1.0, "upper ratio clip eps_high (-1 = the algorithm's default: 0.2, GSPO 4e-4)", min=-1.0)
+    token_guard: float = _f(-1.0, "StepPO's per-token guard g: inside a step, a token whose own ratio left [1-g, 1+g] "
+                                  "in the advantage's direction gets no more gradient (-1 = the algorithm's default; "
+                                  "0 = off, the paper's StepPO; docs/algorithm.md)", min=-1.0, max=0.99)
     kl_coef: float = _f(0.0, "KL penalty to the initial policy (k3 estimator; 0.001 is the reference value, 0 = off)",
                         min=0.0)
     entropy_coef: float = _f(0.0, "entropy bonus coefficient", min=0.0)
@@ -260,9 +263,6 @@ class TrainConfig(CommonConfig):
             raise InvalidConfig("algo", self.algo, "one of " + ", ".join(repr(a) for a in fits)
                                 + f" for {type(self).__name__} (use config_class_for(algo))")
         self.group_size = self.group_size or spec.default_group_size
-        if self.episodes_per_iteration % self.group_size:
-            raise InvalidConfig("episodes_per_iteration", self.episodes_per_iteration,
-                                f"a multiple of group_size={self.group_size}")
         from steppo.remote_generator import parse_generator_spec
 
         if parse_generator_spec(self.generator).kind != "local":
@@ -272,6 +272,9 @@ class TrainConfig(CommonConfig):
             if getattr(self, "async_rollout", False):
                 raise InvalidConfig("async_rollout", True, "false with --generator openai:... (the server "
                                                            "generates with the synced weights)")
+        if self.episodes_per_iteration % self.group_size:
+            raise InvalidConfig("episodes_per_iteration", self.episodes_per_iteration,
+                                f"a multiple of group_size={self.group_size}")
 
     def algorithm(self) -> Any:
         """The :class:`steppo.algos.Algorithm` of ``algo`` (imports torch)."""
@@ -283,6 +286,10 @@ class TrainConfig(CommonConfig):
         """The (eps_low, eps_high) in force, with the algorithm's defaults filled in."""
         lo_d, hi_d = self.algorithm().clip
         return (lo_d if self.clip_low < 0 else self.clip_low, hi_d if self.clip_high < 0 else self.clip_high)
+
+    def token_guard_value(self) -> float:
+        """The token guard in force (``token_guard``, or the algorithm's default when -1)."""
+        return self.algorithm().token_guard if self.token_guard < 0 else self.token_guard
 
 
 @dataclass

@@ -28,6 +28,8 @@ Example:
 
 from __future__ import annotations
 
+import math
+
 from typing import Any
 
 import torch
@@ -116,6 +118,7 @@ def step_policy_loss(
     advantages: torch.Tensor,
     clip_low: float = 0.2,
     clip_high: float = 0.2,
+    token_guard: float = 0.0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Clipped PPO surrogate with ONE importance ratio per step (StepPO; also GSPO).
 
@@ -134,6 +137,15 @@ def step_policy_loss(
     GSPO takes the same ratio over a whole trajectory instead of one step: see
     :func:`sequence_policy_loss`.
 
+    **Token guard** (``token_guard = g > 0``). The step clip bounds only the step's mean
+    log-ratio, so inside a step with ``A_t < 0`` a single uncertain token (a name, a digit) can
+    keep falling while the others barely move (docs/algorithm.md, "The token guard"). The
+    guard stops the gradient of each token whose own ratio ``rho_i = exp(log w_i)`` has already
+    left ``[1 - g, 1 + g]`` in the direction the advantage pushes it (``rho_i < 1 - g`` with
+    ``A_t < 0``, ``rho_i > 1 + g`` with ``A_t > 0``), exactly where token-PPO's clip would stop it.
+    The loss value, the step ratio and its clip are unchanged; while every token is inside the
+    band the gradient is the paper's. ``g = 0`` is the reference StepPO.
+
     Args:
         logprobs: ``[N, L]`` log-probs of the response tokens under the current policy (with grad).
         old_logprobs: ``[N, L]`` log-probs recorded when the step was generated.
@@ -141,10 +153,11 @@ def step_policy_loss(
         advantages: ``[N]`` one advantage per step.
         clip_low: ``eps_low``; the ratio is clipped below at ``1 - clip_low``.
         clip_high: ``eps_high``; the ratio is clipped above at ``1 + clip_high``.
+        token_guard: ``g``; 0 turns the guard off (see above).
 
     Returns:
         ``(loss, stats)``; stats keys: ``loss``, ``clip_frac`` (steps whose clipped term is
-        active), ``clip_frac_low``, ``clip_frac_high``, ``approx_kl`` (k3 estimate of
+        active), ``token_guard_frac`` (tokens whose gradient the guard stopped), ``clip_frac_low``, ``clip_frac_high``, ``approx_kl`` (k3 estimate of
         KL(old || new) per token), ``ratio_mean``, ``ratio_min``, ``ratio_max`` (step ratios),
         ``token_log_ratio_min`` (the lowest single-token log-ratio), ``n_steps``, ``n_tokens``.
 
@@ -157,9 +170,16 @@ def step_policy_loss(
         (-2.2103, 1.1052)
         >>> loss.backward(); [round(g, 4) for g in lp.grad[0].tolist()]  # -A * w / L = -1.1052
         [-1.1052, -1.1052]
+        >>> # A < 0: the first token already fell to ratio e^-0.5 = 0.61 < 1 - 0.2; the guard stops it
+        >>> lp = torch.tensor([[-0.5, 0.1]], requires_grad=True)
+        >>> loss, s = step_policy_loss(lp, torch.zeros(1, 2), torch.ones(1, 2), torch.tensor([-1.0]), token_guard=0.2)
+        >>> loss.backward(); [round(g, 4) for g in lp.grad[0].tolist()], s["token_guard_frac"]
+        ([0.0, 0.4094], 0.5)
     """
     mask = _check_token_tensors(logprobs, old_logprobs, response_mask)
     _check_clips(clip_low, clip_high)
+    if not 0.0 <= token_guard < 1.0:
+        raise InvalidArgument(f"token_guard: expected a value in [0, 1) (0 = off), got {token_guard!r}")
     adv = torch.as_tensor(advantages, dtype=_acc_dtype(logprobs), device=logprobs.device).detach()
     if adv.shape != logprobs.shape[:1]:
         raise InvalidArgument(
@@ -174,6 +194,12 @@ def step_policy_loss(
     # value w_t on every token, gradient w_t * d logp_i
     ratio_tok = torch.exp(log_w[:, None] + lp - lp.detach())
     loss_tok, _, _ = _ppo_surrogate(ratio_tok, adv[:, None].expand_as(lp), clip_low, clip_high)
+    guarded = torch.zeros_like(mask)
+    if token_guard > 0:
+        lr_tok = log_ratio_tok.detach()
+        guarded = mask & (((adv[:, None] < 0) & (lr_tok < math.log1p(-token_guard)))
+                          | ((adv[:, None] > 0) & (lr_tok > math.log1p(token_guard))))
+        loss_tok = torch.where(guarded, loss_tok.detach(), loss_tok)
     loss, _ = _step_mean(_zero_pad(loss_tok, mask), mask)
 
     real = n_tok > 0
@@ -181,6 +207,7 @@ def step_policy_loss(
     a = adv[real]
     _, cl_low, cl_high = _ppo_surrogate(w, a, clip_low, clip_high)
     stats = _ratio_stats(loss, w, cl_low, cl_high, log_ratio_tok.detach(), mask)
+    stats["token_guard_frac"] = float(guarded.sum()) / max(float(mask.sum()), 1.0)
     return loss, stats
 
 

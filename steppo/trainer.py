@@ -432,11 +432,12 @@ class Trainer:
         pg_loss, pg_stats = loss_fn(PolicyLossInputs(
             logprobs=out.logprobs, old_logprobs=batch.old_logprobs[idx, :n_tok].to(dev), mask=mb_mask,
             step_advantages=advantages.step[idx].to(dev), token_advantages=advantages.token[idx, :n_tok].to(dev),
-            traj_ids=batch.traj[idx].to(dev), clip_low=clip[0], clip_high=clip[1]))
+            traj_ids=batch.traj[idx].to(dev), clip_low=clip[0], clip_high=clip[1],
+            token_guard=cfg.token_guard_value()))
         loss = pg_loss
         stats = {"losses/policy": float(pg_loss.detach())}
-        stats.update({f"losses/{k}": float(pg_stats[k]) for k in ("clip_frac", "approx_kl", "ratio_mean")
-                      if k in pg_stats})
+        stats.update({f"losses/{k}": float(pg_stats[k]) for k in ("clip_frac", "approx_kl", "ratio_mean",
+                                                                            "token_guard_frac") if k in pg_stats})
         if "token_log_ratio_min" in pg_stats:
             stats["token_log_ratio_min"] = float(pg_stats["token_log_ratio_min"])
         if critic != "none":

@@ -416,3 +416,54 @@ def test_token_log_ratio_min_reports_the_most_moved_token_not_padding(loss_fn):
     if loss_fn == "step":  # the step ratio sees only the mean: step 0 looks unmoved
         assert stats["ratio_min"] == pytest.approx(1.0, abs=1e-6)
         assert stats["clip_frac"] == 0.0
+
+
+# ----------------------------------------------------------------------------- StepPO's token guard
+
+
+def _guard_case(guard: float, adv: float):
+    # one step of 4 tokens; token log-ratios -0.6 (fell), +0.5 (rose), -0.1 and +0.1 (inside the band)
+    lp = torch.tensor([[-0.6, 0.5, -0.1, 0.1]], requires_grad=True)
+    loss, stats = step_policy_loss(lp, torch.zeros(1, 4), torch.ones(1, 4), torch.tensor([adv]), token_guard=guard)
+    loss.backward()
+    return lp.grad[0].tolist(), stats
+
+
+def test_token_guard_zero_is_the_reference_step_loss():
+    lp = torch.randn(3, 5, requires_grad=True)
+    old = lp.detach() + 0.3 * torch.randn(3, 5)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]])
+    adv = torch.tensor([1.0, -2.0, 0.5])
+    ref, _ = step_policy_loss(lp, old, mask, adv)
+    (g_ref,) = torch.autograd.grad(ref, lp)
+    off, s = step_policy_loss(lp, old, mask, adv, token_guard=0.0)
+    (g_off,) = torch.autograd.grad(off, lp)
+    assert torch.equal(g_ref, g_off) and s["token_guard_frac"] == 0.0
+
+
+def test_token_guard_stops_only_tokens_pushed_further_out_of_the_band():
+    # A < 0: the token that already fell (ratio e^-0.6 < 0.8) stops; the one that rose keeps its push down
+    (g_neg, s_neg) = _guard_case(0.2, -1.0)
+    (ref_neg, _) = _guard_case(0.0, -1.0)
+    assert g_neg[0] == 0.0 and ref_neg[0] > 0
+    assert g_neg[1:] == pytest.approx(ref_neg[1:])
+    assert s_neg["token_guard_frac"] == pytest.approx(0.25)
+    # A > 0: the token that rose (ratio e^0.5 > 1.2) stops; the one that fell keeps its push up
+    (g_pos, s_pos) = _guard_case(0.2, 1.0)
+    (ref_pos, _) = _guard_case(0.0, 1.0)
+    assert g_pos[1] == 0.0 and ref_pos[1] < 0
+    assert [g_pos[i] for i in (0, 2, 3)] == pytest.approx([ref_pos[i] for i in (0, 2, 3)])
+    assert s_pos["token_guard_frac"] == pytest.approx(0.25)
+    # a wide band guards nothing; the loss value never changes
+    (g_wide, s_wide) = _guard_case(0.9, -1.0)
+    assert g_wide == pytest.approx(ref_neg) and s_wide["token_guard_frac"] == 0.0
+
+
+def test_token_guard_keeps_the_loss_value_and_rejects_bad_values():
+    lp = torch.tensor([[-0.6, 0.5]])
+    a, _ = step_policy_loss(lp, torch.zeros(1, 2), torch.ones(1, 2), torch.tensor([-1.0]))
+    b, _ = step_policy_loss(lp, torch.zeros(1, 2), torch.ones(1, 2), torch.tensor([-1.0]), token_guard=0.2)
+    assert float(a) == pytest.approx(float(b))
+    for bad in (-0.1, 1.0):
+        with pytest.raises(InvalidArgument, match="token_guard"):
+            step_policy_loss(lp, torch.zeros(1, 2), torch.ones(1, 2), torch.tensor([-1.0]), token_guard=bad)
