@@ -562,6 +562,23 @@ def load_tokenizer(spec: str, *, cache_dir: str | os.PathLike | None = None) -> 
         raise _bad_spec(spec, f"{type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
 
 
+@contextlib.contextmanager
+def _loading_bar_only_on_a_terminal() -> Iterator[None]:
+    """transformers' "Loading weights" bar (stderr) shows on a terminal, never in a pipe, a log or a test."""
+    import sys
+
+    from transformers.utils import logging as hf_logging
+
+    if sys.stderr.isatty() or not hf_logging.is_progress_bar_enabled():
+        yield
+        return
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.enable_progress_bar()
+
+
 def load_model(
     spec: str,
     *,
@@ -611,7 +628,7 @@ def load_model(
         source = _local_source(spec) if kind == "path" else spec
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
-        with _seeded(seed):
+        with _seeded(seed), _loading_bar_only_on_a_terminal():
             model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype)
     except (OSError, ValueError) as exc:
         raise _bad_spec(spec, f"{type(exc).__name__}: {str(exc).splitlines()[0]}") from exc

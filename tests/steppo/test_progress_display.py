@@ -133,3 +133,17 @@ def test_training_shows_every_evaluation_and_no_live_display_clashes(tmp_path):
     assert "training" in shown and "1/1" in shown
     assert "iteration 1: rollout" in shown and "2/2 success" in shown  # the iteration's episodes, as they end
     assert "before training: eval success" in shown and "(3 episodes," in shown
+
+
+def test_loading_a_saved_model_prints_no_loading_bar_into_a_pipe(tmp_path, capfd):
+    from stepgym.models import load_model
+
+    lm, tok = load_model("tiny")
+    lm.save_pretrained(str(tmp_path))
+    tok.save_pretrained(str(tmp_path))
+    capfd.readouterr()
+    load_model(str(tmp_path))  # transformers draws a "Loading weights" bar on stderr unless told not to
+    assert "Loading weights" not in capfd.readouterr().err
+    from transformers.utils import logging as hf_logging
+
+    assert hf_logging.is_progress_bar_enabled()  # the setting is restored for the caller
