@@ -48,10 +48,13 @@ from stepgym.errors import InvalidArgument, InvalidConfig
 
 __all__ = ["ErrandsEnv", "DIFFICULTIES"]
 
-_ROOMS = ["hall", "kitchen", "study", "garage", "bedroom", "attic", "cellar", "garden", "pantry", "porch"]
-_CONTAINERS = ["drawer", "box", "crate", "cabinet", "basket", "chest", "trunk", "closet"]
-_ITEMS = ["coin", "letter", "book", "apple", "cup", "ring", "pen", "spoon", "sock", "map", "hat", "bell",
-          "candle", "glove", "shell", "stamp", "comb", "plate"]
+# Names of one or two tokens of the tiny model's tokenizer: copying a name from the
+# observation into a command is then a short copy (the long names of a first version left
+# the tiny clone guessing item names).
+_ROOMS = ["hall", "kitchen", "study", "bedroom", "attic", "cellar", "den", "yard", "loft", "lab"]
+_CONTAINERS = ["drawer", "box", "cabinet", "desk", "bag", "case", "jar", "bin"]
+_ITEMS = ["pen", "lamp", "phone", "mug", "book", "cup", "ring", "map", "hat", "bell", "stamp", "comb", "card",
+          "ball", "toy", "cake", "fish", "watch"]
 _KEY = "key"
 _NOTE = "note"
 _START = "hall"
