@@ -172,6 +172,7 @@ def progress_bar(console: Any, enabled: bool = True):
 
     return bar(console, enabled)
 
+
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
     """The Wilson score interval of a success rate (95% for ``z=1.96``); ``(0, 1)`` for ``n=0``.
 
@@ -194,15 +195,16 @@ def paired_gain(before: str, after: str, z: float = 1.96) -> dict[str, float]:
 
     ``before`` and ``after`` are the evaluations' per-seed outcomes in seed order (``"0"``/``"1"``,
     the ``eval/successes`` entry of a metrics row). The interval of ``after - before`` is
-    Newcombe's hybrid score interval for paired proportions (his method 10): it uses that both
-    evaluations ran on the same seeds, and stays sensible with few discordant seeds.
+    Newcombe's hybrid score interval for paired proportions (his method 10, with his continuity
+    correction of the correlation): it uses that both evaluations ran on the same seeds, and
+    stays sensible with few discordant seeds.
 
     Example:
         >>> g = paired_gain("0101000000", "1111010100")
         >>> g["before"], g["after"], round(g["gain"], 3), g["gained"], g["lost"]
         (0.2, 0.6, 0.4, 4, 0)
         >>> round(g["gain_low"], 3), round(g["gain_high"], 3)
-        (0.075, 0.617)
+        (0.011, 0.653)
     """
     if len(before) != len(after) or not before:
         raise ValueError(f"paired_gain needs two equally long, non-empty outcome strings (got {len(before)} "
@@ -216,7 +218,10 @@ def paired_gain(before: str, after: str, z: float = 1.96) -> dict[str, float]:
     l1, u1 = wilson_interval(both + gained, n, z)
     l2, u2 = wilson_interval(both + lost, n, z)
     margins = (both + gained) * (lost + neither) * (both + lost) * (gained + neither)
-    phi = (both * neither - gained * lost) / math.sqrt(margins) if margins else 0.0
+    # the correlation of the two evaluations, with Newcombe's continuity correction when it is
+    # positive (without it, identical outcomes would give a zero-width interval)
+    ad_bc = both * neither - gained * lost
+    phi = (max(ad_bc - n / 2, 0.0) if ad_bc > 0 else ad_bc) / math.sqrt(margins) if margins else 0.0
     d = p_after - p_before
     low = d - math.sqrt(max(0.0, (p_after - l1) ** 2 - 2 * phi * (p_after - l1) * (u2 - p_before)
                             + (u2 - p_before) ** 2))

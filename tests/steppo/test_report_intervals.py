@@ -37,11 +37,22 @@ def test_paired_gain_matches_newcombes_worked_example():
     assert (g["gained"], g["lost"], g["n"]) == (12, 2, 50)
 
 
+def test_paired_gain_with_a_positive_correlation_matches_altmans_example():
+    # Altman et al., Statistics with Confidence (2000), table 6.2 (14, 5, 0, 22): 0.122, 0.011 to 0.226
+    # (the correlation's continuity correction applies here)
+    g = paired_gain(*_pairs(both=14, gained=5, lost=0, neither=22))
+    assert g["gain"] == pytest.approx(5 / 41)
+    assert g["gain_low"] == pytest.approx(0.011, abs=5e-4) and g["gain_high"] == pytest.approx(0.226, abs=5e-4)
+
+
 def test_an_unchanged_policy_has_no_gain_and_an_interval_around_zero():
     before, _ = _pairs(both=20, gained=0, lost=0, neither=44)
     g = paired_gain(before, before)
-    assert g["gain"] == 0.0 and g["gain_low"] <= 0.0 <= g["gain_high"]
+    assert g["gain"] == 0.0 and g["gain_low"] < 0.0 < g["gain_high"]
     assert g["before"] == g["after"] == pytest.approx(20 / 64)
+    # few seeds: identical outcomes still leave a wide interval (8 seeds say little)
+    small = paired_gain("11110000", "11110000")
+    assert small["gain_high"] > 0.15 and small["gain_low"] < -0.15
 
 
 def test_pairing_narrows_the_interval_when_the_same_seeds_succeed():
