@@ -64,7 +64,7 @@ def train_losses(model: str, mode: str, data, steps: int, lr: float) -> list[flo
     for _ in range(steps + 1):
         opt.zero_grad(set_to_none=True)
         loss = nll(pol, *data)
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         loss.backward()
         opt.step()
     return losses
@@ -94,6 +94,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--speed-only", action="store_true", help="skip the loss comparison (the training runs)")
     ap.add_argument("--markdown", action="store_true")
     args = ap.parse_args()
     if args.threads:
@@ -113,6 +114,14 @@ def main() -> None:
         for m in MODES:  # alternating: the machine's load hits every mode alike
             upd[m].append(time_update(pols[m], opts[m], data, tokens))
             gen[m].append(time_sampling(samplers[m], data[0], args.response))
+    if args.speed_only:
+        print("| mode | update tok/s | vs fp32 | sampled tok/s | vs fp32 |")
+        print("|---|---:|---:|---:|---:|")
+        for m in MODES:
+            u, g = statistics.median(upd[m]), statistics.median(gen[m])
+            print(f"| {m} | {u:.0f} | {u / statistics.median(upd['float32']):.2f}x | {g:.0f} | "
+                  f"{g / statistics.median(gen['float32']):.2f}x |")
+        return
     rows = []
     ref: dict[float, list[float]] = {}
     for m in MODES:
