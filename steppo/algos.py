@@ -458,11 +458,16 @@ def sequence_loss(x: PolicyLossInputs) -> tuple[torch.Tensor, dict[str, float]]:
 
 # ----------------------------------------------------------------------------- built-in algorithms
 
+#: StepPO's token guard unless ``--token-guard`` says otherwise (0 = the paper's StepPO);
+#: docs/algorithm.md, "The token guard", has the measurements behind the choice.
+DEFAULT_TOKEN_GUARD = 0.1
+
 _BUILTINS = (
-    Algorithm("steppo", "step_gae", "step", critic="step", summary="StepPO: step GAE + step ratio"),
+    Algorithm("steppo", "step_gae", "step", critic="step", token_guard=DEFAULT_TOKEN_GUARD,
+              summary="StepPO: step GAE + step ratio, token guard 0.1 (--token-guard 0: the paper's)"),
     Algorithm("ppo", "token_gae", "token", critic="token", summary="token-PPO: token GAE + token ratio"),
-    Algorithm("steppo_no_step_gae", "token_gae", "step", critic="token",
-              summary="ablation: token GAE (mean per step) + step ratio"),
+    Algorithm("steppo_no_step_gae", "token_gae", "step", critic="token", token_guard=DEFAULT_TOKEN_GUARD,
+              summary="ablation: token GAE (mean per step) + step ratio (token guard 0.1)"),
     Algorithm("steppo_no_step_ratio", "step_gae", "token", critic="step", summary="ablation: step GAE + token ratio"),
     Algorithm("grpo", "grpo", "token", groups=True, summary="GRPO: group-normalised trajectory score"),
     Algorithm("rloo", "rloo", "token", groups=True, summary="RLOO: leave-one-out group baseline"),

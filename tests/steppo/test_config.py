@@ -123,3 +123,13 @@ def test_config_module_does_not_import_torch():
     code = "import sys, steppo.config, stepgym.commands.train, stepgym.commands.sft; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_token_guard_defaults_to_the_algorithms_and_zero_is_the_papers_steppo():
+    from steppo.algos import DEFAULT_TOKEN_GUARD
+    from steppo.config import make_train_config
+
+    assert make_train_config({"algo": "steppo"}).token_guard_value() == DEFAULT_TOKEN_GUARD > 0
+    assert make_train_config({"algo": "steppo", "token_guard": 0.0}).token_guard_value() == 0.0
+    assert make_train_config({"algo": "ppo"}).token_guard_value() == 0.0  # token ratio: nothing to guard
+    assert make_train_config({"algo": "steppo", "token_guard": 0.3}).token_guard_value() == 0.3
