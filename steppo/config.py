@@ -263,6 +263,9 @@ class TrainConfig(CommonConfig):
             raise InvalidConfig("algo", self.algo, "one of " + ", ".join(repr(a) for a in fits)
                                 + f" for {type(self).__name__} (use config_class_for(algo))")
         self.group_size = self.group_size or spec.default_group_size
+        if self.async_rollout and self.rollout_workers:
+            raise InvalidConfig("async_rollout", True, "false with --rollout-workers (Ray workers collect with the "
+                                                       "driver's weights); use one of the two")
         from steppo.remote_generator import parse_generator_spec
 
         if parse_generator_spec(self.generator).kind != "local":
