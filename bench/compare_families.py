@@ -8,7 +8,7 @@ processes (``--jobs``, one thread each). Writes ``OUT/results.json``, a markdown
 success mean ± std, sampled and greedy, and the area under the sampled held-out curve per env
 step) and one PNG with a panel per family.
 
-    python bench/compare_families.py --families longhorizon tooluse --algos steppo ppo grpo gigpo --seeds 0 1 2
+    python bench/compare_families.py --families errands tooluse --algos steppo ppo grpo gigpo --seeds 0 1 2
 
 ``--algos`` takes ``ALGO+guard=G`` too (``steppo+guard=0`` is the paper's StepPO, without the
 token guard). Finished runs are kept in ``OUT/results.json`` and skipped when the command is
@@ -38,6 +38,12 @@ FAMILIES: dict[str, dict] = {
         env="tests.steppo.toy:steppotest/Boxes-v0", env_kw={}, stop=(), max_new=6,
         warm=dict(episodes=16, epochs=6, noise=0.0, lr=3e-3, batch_size=8),
         run=dict(lr=3e-4, temperature=1.0, episodes=32, gamma=1.0),
+    ),
+    # the long-horizon family: 14 expert steps on easy, dense progress rewards (docs/envs/Errands.md)
+    "errands": dict(
+        env="stepgym/Errands-v0", env_kw={"difficulty": "easy"}, stop=(), max_new=12,
+        warm=dict(episodes=192, epochs=6, noise=0.2, lr=3e-3, batch_size=16),
+        run=dict(lr=5e-5, temperature=1.0, episodes=16, gamma=1.0),
     ),
     "tooluse": dict(
         env="stepgym/ToolUse-v0", env_kw={"difficulty": "easy", "tools": ["lookup"], "compact": True},
