@@ -71,3 +71,42 @@ def make_env(env_id: str, kwargs: dict[str, Any]):
         if "keyword" in str(exc) or "argument" in str(exc):
             raise InvalidArgument(f"{env_id} does not accept these env kwargs {sorted(kwargs)}: {exc}") from exc
         raise
+
+
+def import_uvicorn(command: str, port: int) -> Any:
+    """The ``uvicorn`` module for a serving command, after checking ``--port`` (one-line errors)."""
+    if not 0 <= port <= 65535:
+        raise InvalidArgument(f"--port must be in 0..65535, got {port}")
+    try:
+        import uvicorn
+    except ImportError as exc:
+        from stepgym.errors import DependencyNotInstalled
+
+        raise DependencyNotInstalled(command, 'pip install "stepgym[serve]"') from exc
+    return uvicorn
+
+
+def bind_socket(host: str, port: int) -> tuple[Any, str]:
+    """A listening-ready socket on ``host:port`` and its ``http://`` URL (with the real port of ``--port 0``).
+
+    Binding before the server starts lets the command print the URL first and turns a port
+    in use into one line.
+    """
+    import socket
+
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise InvalidArgument(f"cannot listen on {host}:{port}: {exc.strerror}; pick another --port") from exc
+    return sock, f"http://{'[' + host + ']' if ':' in host else host}:{sock.getsockname()[1]}"
+
+
+def stderr_log(line: str) -> None:
+    """One timestamped line on stderr (the serving commands' request log)."""
+    import sys
+    import time
+
+    print(time.strftime("%H:%M:%S"), line, file=sys.stderr, flush=True)

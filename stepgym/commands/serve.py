@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
-import time
 
-from stepgym.errors import DependencyNotInstalled, InvalidArgument
+from stepgym.commands._common import bind_socket, import_uvicorn, stderr_log
+from stepgym.errors import InvalidArgument
 
 HELP = ("serve a local model or training checkpoint as an OpenAI-compatible server (/v1/chat/completions, "
         "/v1/completions with token ids, weight updates)")
@@ -83,14 +82,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if not 0 <= args.port <= 65535:
-        raise InvalidArgument(f"--port must be in 0..65535, got {args.port}")
-    try:
-        import uvicorn
-    except ImportError as exc:
-        raise DependencyNotInstalled("stepgym serve", 'pip install "stepgym[serve]"') from exc
-    import socket
-
+    uvicorn = import_uvicorn("stepgym serve", args.port)
     from rich.console import Console
 
     from stepgym.serving import backend_from_spec, create_app
@@ -129,19 +121,10 @@ def run(args: argparse.Namespace) -> int:
         soft_wrap=True,
     )
 
-    def log(line: str) -> None:
-        print(time.strftime("%H:%M:%S"), line, file=sys.stderr, flush=True)
-
-    app = create_app(backend, name, api_key=args.api_key, log=None if args.quiet else log)
+    app = create_app(backend, name, api_key=args.api_key, log=None if args.quiet else stderr_log)
     # Bind first so the real port (for --port 0) is printed before serving.
-    sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((args.host, args.port))
-    except OSError as exc:
-        raise InvalidArgument(f"cannot listen on {args.host}:{args.port}: {exc.strerror}; pick another --port") from exc
-    port = sock.getsockname()[1]
-    url = f"http://{'[' + args.host + ']' if ':' in args.host else args.host}:{port}/v1"
+    sock, url = bind_socket(args.host, args.port)
+    url += "/v1"
     console.print(f"serving [bold]{name}[/] at {url}  (OpenAI base URL; Ctrl-C stops)", soft_wrap=True)
     console.print(
         f"[dim]try: stepgym eval --env stepgym/ToolUse-v0 --agent 'openai:{name}@{url}'[/]", soft_wrap=True

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
-import time
 
-from stepgym.commands._common import add_env_kwargs_option, parse_env_kwargs
-from stepgym.errors import DependencyNotInstalled, InvalidArgument
+from stepgym.commands._common import (add_env_kwargs_option, bind_socket, import_uvicorn, parse_env_kwargs,
+                                      stderr_log)
 
 HELP = "serve a registered env as an OpenEnv server (reset/step/state over WebSocket and HTTP)"
 
@@ -55,14 +53,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if not 0 <= args.port <= 65535:
-        raise InvalidArgument(f"--port must be in 0..65535, got {args.port}")
-    try:
-        import uvicorn
-    except ImportError as exc:
-        raise DependencyNotInstalled("stepgym serve-env", 'pip install "stepgym[serve]"') from exc
-    import socket
-
+    uvicorn = import_uvicorn("stepgym serve-env", args.port)
     from rich.console import Console
 
     from stepgym.openenv_server import EnvServerConfig, create_env_app
@@ -80,23 +71,13 @@ def run(args: argparse.Namespace) -> int:
         expose_expert=args.expose_expert,
     )
 
-    def log(line: str) -> None:
-        print(time.strftime("%H:%M:%S"), line, file=sys.stderr, flush=True)
-
-    app = create_env_app(cfg, log_line=None if args.quiet else log)
+    app = create_env_app(cfg, log_line=None if args.quiet else stderr_log)
     env_id = app.state.sessions.env_id
     # Build one env now: bad fixed kwargs fail here, with one line, not at the first client.
     from stepgym.commands._common import make_env
 
     make_env(env_id, cfg.env_kwargs).close()
-    sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((args.host, args.port))
-    except OSError as exc:
-        raise InvalidArgument(f"cannot listen on {args.host}:{args.port}: {exc.strerror}; pick another --port") from exc
-    port = sock.getsockname()[1]
-    url = f"http://{'[' + args.host + ']' if ':' in args.host else args.host}:{port}"
+    sock, url = bind_socket(args.host, args.port)
     allowed = ", ".join(cfg.allow_kwargs) or "none"
     console.print(f"serving [bold]{env_id}[/] at {url}  (OpenEnv; WebSocket {url.replace('http', 'ws', 1)}/ws; "
                   f"Ctrl-C stops)", soft_wrap=True)
