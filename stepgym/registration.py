@@ -40,6 +40,8 @@ class EnvInfo:
     family: str = ""
     #: pip command needed before ``make`` works (optional third-party suites), else "".
     requires: str = ""
+    #: Needs a running env server (its address as a kwarg); ``list_envs`` lists it only when asked.
+    remote: bool = False
 
 
 # One entry per built-in env. Keep entries sorted by family, then name.
@@ -158,6 +160,24 @@ BUILTINS: list[EnvInfo] = [
         family="third-party",
         requires="pip install textarena",
     ),
+    EnvInfo(
+        id="stepgym/OpenEnv-v0",
+        description="Any OpenEnv server as a text env, e.g. one started with `stepgym serve-env` (-k base_url=...)",
+        max_steps=None,
+        reward_range=None,
+        entry_point="stepgym.envs.openenv_client:OpenEnvEnv",
+        family="remote",
+        remote=True,
+    ),
+    EnvInfo(
+        id="stepgym/OpenEnvPool-v0",
+        description="Episodes spread over several OpenEnv servers; a dead server truncates its episode (-k urls=[...])",
+        max_steps=None,
+        reward_range=None,
+        entry_point="stepgym.envs.openenv_client:OpenEnvEnv",
+        family="remote",
+        remote=True,
+    ),
     # -- more built-ins below this line (keep this marker) --
 ]
 
@@ -187,8 +207,11 @@ def register_builtins() -> None:
         )
 
 
-def list_envs(namespace: str | None = None) -> list[EnvInfo]:
+def list_envs(namespace: str | None = None, *, remote: bool = False) -> list[EnvInfo]:
     """Every registered env (built-ins and third-party), optionally one namespace only.
+
+    Envs that need a running server (``stepgym/OpenEnv-v0``, ``stepgym/OpenEnvPool-v0``)
+    are listed only with ``remote=True``: they cannot be built without an address.
 
     Example:
         >>> import stepgym
@@ -201,7 +224,8 @@ def list_envs(namespace: str | None = None) -> list[EnvInfo]:
         if namespace is not None and spec.namespace != namespace:
             continue
         if env_id in builtin:
-            out.append(builtin[env_id])
+            if remote or not builtin[env_id].remote:
+                out.append(builtin[env_id])
             continue
         ep = spec.entry_point if isinstance(spec.entry_point, str) else getattr(spec.entry_point, "__qualname__", "?")
         out.append(
