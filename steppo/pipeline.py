@@ -71,6 +71,7 @@ def train(cfg: TrainConfig, warm_start: SFTConfig | None = None, *, console: Any
     else:
         try:
             summary = Trainer(cfg, console=console).train()
+            ctx.total(0)  # leave together: no rank tears its process group down while rank 0 still saves
         except distributed.Terminated as exc:  # torchrun stops this rank: another one failed
             raise ctx.lost(exc) from None
         finally:
