@@ -14,6 +14,8 @@ import math
 import os
 from typing import Any
 
+from stepgym.agents.evaluate import wilson_interval  # one implementation; re-exported here
+
 __all__ = ["plot_learning_curve", "summary_table", "summarize", "read_metrics", "auc", "metrics_line", "progress_bar",
            "wilson_interval", "paired_gain"]
 
@@ -171,23 +173,6 @@ def progress_bar(console: Any, enabled: bool = True):
     from stepgym.progress import progress_bar as bar
 
     return bar(console, enabled)
-
-
-def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """The Wilson score interval of a success rate (95% for ``z=1.96``); ``(0, 1)`` for ``n=0``.
-
-    Example:
-        >>> lo, hi = wilson_interval(32, 64)
-        >>> round(lo, 3), round(hi, 3)
-        (0.381, 0.619)
-    """
-    if n <= 0:
-        return 0.0, 1.0
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def paired_gain(before: str, after: str, z: float = 1.96) -> dict[str, float]:
