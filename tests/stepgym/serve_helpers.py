@@ -13,11 +13,20 @@ from typing import Any
 
 
 class Server:
-    """A `stepgym serve` subprocess; its output lines are collected by a reader thread."""
+    """A `stepgym serve` subprocess; its output lines are collected by a reader thread.
+
+    Subclasses start another serving command: they set ``command`` (the subcommand and its
+    fixed options), ``url_pattern`` (the startup line: group 1 the name, group 2 the URL) and
+    ``health_path``.
+    """
+
+    command: tuple[str, ...] = ("serve", "--threads", "1")
+    url_pattern = r"^serving (\S+) at (http://127\.0\.0\.1:\d+/v1)"
+    health_path = "/health"  # replaces the URL's path
 
     def __init__(self, *args: str) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "stepgym.cli", "serve", "--port", "0", "--threads", "1", *args],
+            [sys.executable, "-m", "stepgym.cli", self.command[0], "--port", "0", *self.command[1:], *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -30,18 +39,19 @@ class Server:
     def _read(self) -> None:
         for line in self.proc.stdout:
             self.lines.append(line.rstrip("\n"))
-            m = re.search(r"^serving (\S+) at (http://127\.0\.0\.1:\d+/v1)", line)
+            m = re.search(self.url_pattern, line)
             if m and self.url is None:
                 self.name, self.url = m.group(1), m.group(2)
                 self._started.set()
         self._started.set()
 
-    def wait(self, timeout: float = 120) -> Server:
+    def wait(self, timeout: float = 120) -> "Server":
         self._started.wait(timeout)
-        assert self.url, "server did not start:\n" + "\n".join(self.lines)
-        for _ in range(200):  # the socket is bound before uvicorn starts accepting
+        assert self.url, f"stepgym {self.command[0]} did not start:\n" + "\n".join(self.lines)
+        health = re.sub(r"(http://[^/]+).*", r"\1", self.url) + self.health_path
+        for _ in range(400):  # the socket is bound before uvicorn starts accepting
             try:
-                urllib.request.urlopen(self.url.replace("/v1", "/health"), timeout=5)
+                urllib.request.urlopen(health, timeout=5)
                 return self
             except (urllib.error.URLError, ConnectionError):
                 time.sleep(0.05)
@@ -56,6 +66,8 @@ class Server:
         return [ln for ln in self.lines if re.match(r"\d\d:\d\d:\d\d (GET|POST) ", ln)]
 
     def stop(self) -> None:
+        if self.proc.poll() is not None:
+            return
         self.proc.terminate()
         try:
             self.proc.wait(timeout=20)
