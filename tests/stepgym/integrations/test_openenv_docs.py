@@ -7,7 +7,6 @@ The servers are the documented `stepgym serve-env` commands, on free ports inste
 from __future__ import annotations
 
 import os
-import re
 import shlex
 import subprocess
 import sys
@@ -23,18 +22,7 @@ if importlib.util.find_spec("openenv") is None or importlib.util.find_spec("uvic
 
 from tests.stepgym.integrations.envserver_helpers import EnvServer  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[3]
-DOC = (ROOT / "docs" / "integrations.md").read_text()
-
-
-def section(title: str) -> str:
-    m = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## |\Z)", DOC, re.DOTALL | re.MULTILINE)
-    assert m, f"no '## {title}' section in docs/integrations.md"
-    return m.group(1)
-
-
-def blocks(title: str, lang: str) -> list[str]:
-    return re.findall(rf"```{lang}\n(.*?)```", section(title), re.DOTALL)
+from tests.test_integrations_doc import ROOT, blocks  # noqa: E402  (one reader of the page)
 
 
 def serve_env_args(bash: str, port: str, needle: str = "") -> list[str]:
