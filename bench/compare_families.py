@@ -78,7 +78,7 @@ def _job(family: str, algo: str, seed: int, init: str, out: str, budget: int, ev
     return family, algo, seed, res
 
 
-def _warm(family: str, out: str) -> tuple[str, str, float, float]:
+def _warm(family: str, out: str) -> tuple[str, str]:
     import torch
 
     torch.set_num_threads(1)
@@ -86,7 +86,7 @@ def _warm(family: str, out: str) -> tuple[str, str, float, float]:
     w = fam["warm"]
     path = warm_start(os.path.join(out, family, "warm"), w["episodes"], w["epochs"], 1, fam["env"], fam["env_kw"],
                       fam["stop"], batch_size=w["batch_size"], noise=w["noise"], lr=w["lr"])
-    return family, path, 0.0, 0.0
+    return family, path
 
 
 def table(results: dict, families: list[str], algos: list[str], seeds: list[int]) -> str:
@@ -167,7 +167,7 @@ def main() -> None:
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         inits = {}
         for fut in as_completed([pool.submit(_warm, f, args.out) for f in args.families]):
-            fam, init, _, _ = fut.result()
+            fam, init = fut.result()
             inits[fam] = init
         print(f"warm starts ready ({time.time() - t0:.0f}s)", flush=True)
         for fam in args.families:
