@@ -124,7 +124,9 @@ class CommonConfig:
     device: str = _f("auto", "torch device: 'auto' (cuda if available), 'cpu', 'cuda', 'cuda:N', 'mps'")
     dtype: str = _f("float32", "compute dtype: 'bfloat16' keeps float32 weights and optimizer state and runs the "
                                "forward/backward passes and sampling under torch.autocast (mixed precision; "
-                               "docs/scaling.md)", choices=("float32", "bfloat16", "float16"))
+                               "docs/scaling.md); 'auto' = bfloat16 where the device computes it natively (a "
+                               "CUDA GPU with bf16, a CPU with AVX512-BF16/AMX), float32 elsewhere",
+                    choices=("float32", "bfloat16", "float16", "auto"))
     threads: int = _f(0, "torch CPU threads (0 = torch's default)", min=0)
     progress: bool = _f(True, "show the rich progress bar and live metrics")
 
@@ -402,13 +404,17 @@ PRESETS: dict[str, dict[str, Any]] = {
         "minibatch_size": 8,
         "train_layers": 4,
         "eval_every": 0,
-        "eval_episodes": 8,
+        # 64 held-out seeds: a 95% interval of about +-0.12 around 0.5 (8 seeds: +-0.28)
+        "eval_episodes": 64,
         "save_every": 0,
         "temperature": 0.7,
+        # bfloat16 where the CPU/GPU has native kernels (AVX512-BF16/AMX, CUDA): 2-3x faster here
+        "dtype": "auto",
         "out": "runs/demo",
         "sft_episodes": 32,
         "sft_epochs": 3,
         "sft_lr": 3e-4,
+        "base_eval_episodes": 8,  # the base model never writes a valid call: 8 seeds show it
     },
     # A quick tiny-model smoke run (tests, CI, laptops): it exercises everything in about a
     # minute; the tiny model does not learn ToolUse-v0 at this budget (docs/benchmarks.md).

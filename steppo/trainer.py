@@ -745,9 +745,11 @@ class Trainer:
             self.setup()
         cfg, run = self.cfg, self.run_dir
         trainable, total = count_parameters(self.policy)
+        mixed = self.policy.autocast_dtype
+        precision = f" {str(mixed).removeprefix('torch.')} (mixed)" if mixed is not None else ""
         self.console.print(f"[bold]stepgym train[/] {cfg.algo} on {cfg.env} {cfg.env_kwargs or ''} | model {cfg.model}"
                            f"{' (init ' + cfg.init + ')' if cfg.init else ''} | {trainable / 1e6:.2f}M/"
-                           f"{total / 1e6:.2f}M trainable params | {self.device} | out {cfg.out}")
+                           f"{total / 1e6:.2f}M trainable params | {self.device}{precision} | out {cfg.out}")
         interrupted = False
         last_done = self.start_iteration - 1
         with self._ctrl_c_stops_the_run():

@@ -49,6 +49,30 @@ def test_bf16_policy_keeps_float32_weights_and_scores_under_autocast():
     assert 0 < diff < 0.1  # bf16 rounding shows, but the same distribution
 
 
+def test_dtype_auto_is_bf16_exactly_where_the_device_has_native_kernels(monkeypatch):
+    from steppo.loading import resolve_dtype
+
+    cpu = torch.device("cpu")
+    assert resolve_dtype("float32", cpu) == torch.float32
+    assert resolve_dtype("bfloat16", cpu) == torch.bfloat16  # asked for by name: always honoured
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    assert resolve_dtype("auto", cpu) == torch.bfloat16
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    assert resolve_dtype("auto", cpu) == torch.float32  # emulated bf16 is slow: stay float32
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert resolve_dtype("auto", torch.device("cuda")) == torch.float32
+
+
+def test_dtype_auto_trains_in_what_it_resolves_to(tmp_path):
+    from steppo.loading import resolve_dtype
+
+    trainer, rows = _train(_cfg(tmp_path / "auto", dtype="auto"))
+    want = resolve_dtype("auto", torch.device("cpu"))
+    assert trainer.policy.autocast_dtype == (None if want == torch.float32 else want)
+    assert next(trainer.sample_policy.lm.parameters()).dtype == want
+    assert math.isfinite(rows[-1]["losses/policy"])
+
+
 def test_models_use_sdpa_attention():
     lm, _ = load_model("tiny")
     assert lm.config._attn_implementation == "sdpa"
