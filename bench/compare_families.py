@@ -46,30 +46,35 @@ FAMILIES: dict[str, dict] = {
         warm=dict(episodes=512, epochs=6, noise=0.2, lr=3e-3, batch_size=16),
         run=dict(lr=5e-5, temperature=1.0, episodes=16, gamma=1.0),
     ),
+    # the short family: a lookup then an answer; the warm start of docs/benchmarks.md "Headline
+    # (2026-11-26)" (2,048 noisy-expert episodes x 8 epochs: ~0.15 sampled, ~0.40 greedy)
     "tooluse": dict(
         env="stepgym/ToolUse-v0", env_kw={"difficulty": "easy", "tools": ["lookup"], "compact": True},
         stop=("</tool_call>",), max_new=48,
-        warm=dict(episodes=512, epochs=10, noise=0.2, lr=3e-3, batch_size=16),
+        warm=dict(episodes=2048, epochs=8, noise=0.2, lr=3e-3, batch_size=16),
         run=dict(lr=5e-5, temperature=1.0, episodes=32, gamma=1.0),
     ),
 }
 
 
 def _job(family: str, algo: str, seed: int, init: str, out: str, budget: int, eval_episodes: int,
-         eval_every: int) -> tuple[str, str, int, dict]:
+         eval_every: int, lr: float | None = None) -> tuple[str, str, int, dict]:
     import torch
 
     torch.set_num_threads(1)
     fam = FAMILIES[family]
     run = fam["run"]
     t = time.time()
-    rows = run_one(algo, seed, init, out, budget, 1, run["lr"], run["temperature"], fam["env"], fam["env_kw"],
+    rows = run_one(algo, seed, init, out, budget, 1, run["lr"] if lr is None else lr, run["temperature"], fam["env"], fam["env_kw"],
                    fam["stop"], fam["max_new"], run["episodes"], run["temperature"], run["gamma"],
                    eval_episodes=eval_episodes, eval_every=eval_every)
     xs, ys = curve(rows)
     from steppo.report import auc
 
+    # held-out return too: on the long-horizon family the progress rewards move before success does
+    rets = [float(r["eval/episode_return"]) for r in rows if "eval/episode_return" in r]
     res = {"env_steps": xs, "eval_success": ys, "final": ys[-1], "initial": ys[0], "auc": auc(xs, ys),
+           "eval_return": rets, "final_return": rets[-1], "initial_return": rets[0],
            "seconds": time.time() - t, "iterations": max(r["iteration"] for r in rows),
            "greedy_final": greedy_success(os.path.join(out, "policy"), fam["env"], fam["env_kw"], fam["stop"],
                                           fam["max_new"], eval_episodes)}
@@ -100,15 +105,19 @@ def table(results: dict, families: list[str], algos: list[str], seeds: list[int]
         lines += [f"**{fam}** ({FAMILIES[fam]['env']}): warm start sampled "
                   f"{statistics.mean(ini) if ini else float('nan'):.3f} (mean of the runs' first evaluation), "
                   f"greedy {warm.get('greedy', float('nan')):.3f}", "",
-                  "| algo | final sampled, mean ± std | final greedy, mean ± std | AUC (sampled), mean ± std | seeds |",
-                  "|---|---|---|---|---|"]
+                  "| algo | final sampled, mean ± std | final greedy, mean ± std | AUC (sampled), mean ± std "
+                  "| held-out return (sampled): first -> final, mean ± std | seeds |",
+                  "|---|---|---|---|---|---|"]
         for algo in algos:
             rs = [r[algo][str(s)] for s in seeds if str(s) in r.get(algo, {})]
             if not rs:
                 continue
             fin, gr, au = ([x[k] for x in rs] for k in ("final", "greedy_final", "auc"))
+            ret0, ret = [x.get("initial_return") for x in rs], [x.get("final_return") for x in rs]
+            returns = (f"{statistics.mean(ret0):.3f} -> {statistics.mean(ret):.3f} ± {sd(ret):.3f}"
+                       if None not in ret else "n/a")  # runs saved before returns were recorded
             lines.append(f"| {algo} | {statistics.mean(fin):.3f} ± {sd(fin):.3f} | {statistics.mean(gr):.3f} ± "
-                         f"{sd(gr):.3f} | {statistics.mean(au):.3f} ± {sd(au):.3f} | {len(rs)} |")
+                         f"{sd(gr):.3f} | {statistics.mean(au):.3f} ± {sd(au):.3f} | {returns} | {len(rs)} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -148,6 +157,8 @@ def main() -> None:
     ap.add_argument("--eval-episodes", type=int, default=128, help="held-out seeds per evaluation")
     ap.add_argument("--eval-every", type=int, default=4, help="iterations between held-out evaluations")
     ap.add_argument("--jobs", type=int, default=2, help="runs in parallel (one thread each)")
+    ap.add_argument("--lr", type=float, default=None,
+                    help="every family's learning rate (default: the family's own); --lr 0 is the control run")
     ap.add_argument("--out", default="runs/compare_families")
     ap.add_argument("--png", default="docs/img/compare_families.png")
     args = ap.parse_args()
@@ -179,7 +190,7 @@ def main() -> None:
                 save()
         jobs = [pool.submit(_job, fam, algo, seed, inits[fam],
                             os.path.join(args.out, fam, f"{algo.replace('+guard=', '_g')}_s{seed}"),
-                            args.budget, args.eval_episodes, args.eval_every)
+                            args.budget, args.eval_episodes, args.eval_every, args.lr)
                 for seed in args.seeds for fam in args.families for algo in args.algos
                 if str(seed) not in results.get(fam, {}).get(algo, {})]
         for fut in as_completed(jobs):

@@ -416,6 +416,34 @@ PRESETS: dict[str, dict[str, Any]] = {
         "sft_lr": 3e-4,
         "base_eval_episodes": 8,  # the base model never writes a valid call: 8 seeds show it
     },
+    # RL's own gain in a few minutes on 2 CPU cores: the tiny model clones an epsilon-noisy
+    # expert (20% random actions, which it copies too), then StepPO removes the clone's mistakes
+    # until 6,000 env steps; held-out success sampled at T=1 on 128 seeds every 4 iterations
+    # (docs/benchmarks.md, "README recipe: a tiny model that learns" and "Two families").
+    "learn": {
+        "model": "tiny",
+        "env": "stepgym/ToolUse-v0",
+        "env_kwargs": {"difficulty": "easy", "tools": ["lookup"], "compact": True},
+        "algo": "steppo",
+        "iterations": 200,
+        "max_env_steps": 6000,
+        "episodes_per_iteration": 32,
+        "num_envs": 16,
+        "max_new_tokens": 48,
+        "max_history_turns": 2,
+        "lr": 5e-5,
+        "temperature": 1.0,
+        "eval_every": 4,
+        "eval_episodes": 128,
+        "eval_temperature": 1.0,
+        "save_every": 20,
+        "out": "runs/learn",
+        "sft_episodes": 2048,
+        "sft_epochs": 8,
+        "sft_lr": 3e-3,
+        "sft_demo_noise": 0.2,
+        "base_eval_episodes": 16,  # the untrained tiny model writes no valid call
+    },
     # A quick tiny-model smoke run (tests, CI, laptops): it exercises everything in about a
     # minute; the tiny model does not learn ToolUse-v0 at this budget (docs/benchmarks.md).
     "tiny": {
