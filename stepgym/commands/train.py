@@ -24,7 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="start from a named set of options; explicit options override it "
                         "(demo: SmolLM2-135M on ToolUse-v0 easy, BC warm start + 3 StepPO iterations, "
                         "about 3 min on 2 CPU cores; learn: the tiny model, a noisy-expert warm start, then "
-                        "StepPO to 6,000 env steps, RL's own held-out gain in about 5 min; tiny: a smoke run)")
+                        "StepPO to 6,000 env steps, RL's own held-out gain in about 3.5 min; tiny: a smoke run)")
     p.add_argument("--sft-episodes", dest="sft_episodes", type=int, default=None, metavar="N",
                    help="warm start: behaviour-clone N expert episodes into OUT/sft first when --init is not given "
                         "(0 = no warm start; the demo preset uses 32)")
