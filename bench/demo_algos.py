@@ -28,6 +28,7 @@ import shlex
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 
@@ -54,11 +55,12 @@ def _greedy(policy: str, episodes: int, threads: int) -> float:
     from steppo.trainer import Trainer
 
     p = {k: v for k, v in PRESETS["demo"].items() if k not in PRESET_EXTRAS}
-    p.update(init=policy, out=os.path.join(os.path.dirname(policy), "_greedy"), overwrite=True, eval_episodes=episodes,
-             eval_temperature=0.0, progress=False, threads=threads, tensorboard=False)
-    tr = Trainer(make_train_config(p), console=Console(quiet=True))
-    tr.setup()
-    return float(tr.evaluate()["eval/success_rate"])
+    with tempfile.TemporaryDirectory() as tmp:  # the trainer wants an output folder; nothing in it is kept
+        p.update(init=policy, out=tmp, overwrite=True, eval_episodes=episodes, eval_temperature=0.0, progress=False,
+                 threads=threads, tensorboard=False)
+        tr = Trainer(make_train_config(p), console=Console(quiet=True))
+        tr.setup()
+        return float(tr.evaluate()["eval/success_rate"])
 
 
 def main() -> None:

@@ -2,7 +2,7 @@
 
 Every option is generated from the fields of :mod:`steppo.config` (``StepPOConfig`` /
 ``GRPOConfig``); ``--preset demo`` is the README's main job (SmolLM2-135M on ToolUse-v0
-easy, a noisy-expert behaviour-cloning warm start, then 6 StepPO iterations).
+easy, a noisy-expert behaviour-cloning warm start, then 4 StepPO iterations).
 
 No torch at import time: ``stepgym --help`` stays fast.
 """
@@ -22,7 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--preset", choices=sorted(PRESETS), default=None,
                    help="start from a named set of options; explicit options override it "
-                        "(demo: SmolLM2-135M on ToolUse-v0 easy, a noisy-expert BC warm start, then 6 StepPO "
+                        "(demo: SmolLM2-135M on ToolUse-v0 easy, a noisy-expert BC warm start, then 4 StepPO "
                         "iterations, RL's own held-out gain in about 6 min on 2 CPU cores; learn: the same recipe "
                         "on the tiny model, StepPO to 6,000 env steps, about 3.5 min; tiny: a smoke run)")
     p.add_argument("--sft-episodes", dest="sft_episodes", type=int, default=None, metavar="N",
